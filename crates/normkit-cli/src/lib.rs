@@ -1,0 +1,3 @@
+//! The library behind the `normkit` command, so that its parts can be tested.
+
+pub mod conformance;

@@ -1,3 +1,4 @@
 //! The library behind the `normkit` command, so that its parts can be tested.
 
+pub mod commands;
 pub mod conformance;

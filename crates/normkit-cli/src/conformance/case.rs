@@ -102,8 +102,7 @@ fn parse_case(v: &Value, path: &Path) -> Result<Case, String> {
             inputs.insert(key.to_owned(), parse_tensor(t).map_err(|e| format!("{key}: {e}"))?);
         }
     }
-    let grad_output =
-        obj.get("grad_output").map(parse_tensor).transpose().map_err(|e| format!("grad_output: {e}"))?;
+    let grad_output = obj.get("grad_output").map(parse_tensor).transpose().map_err(|e| format!("grad_output: {e}"))?;
     let expected = match (obj.get("error"), obj.get("expected")) {
         (Some(why), _) => Expected::Error(why.as_str().unwrap_or("").to_owned()),
         (None, Some(ex)) => Expected::Tensors(parse_expected(ex)?),

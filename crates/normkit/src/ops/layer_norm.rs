@@ -70,4 +70,3 @@ pub fn layer_norm_backward<T: Float>(
         dbias: dbias.map(|d| Tensor::from_parts(normalized_shape.to_vec(), d)),
     })
 }
-

@@ -70,4 +70,3 @@ pub fn rms_norm_backward<T: Float>(
 pub fn default_rms_eps<T: Float>() -> f64 {
     T::EPSILON
 }
-

@@ -1,0 +1,4 @@
+//! One module per `normkit` subcommand: its clap `Args` and its `run`, which
+//! returns the process exit code.
+
+pub mod conformance;

@@ -17,6 +17,7 @@ fn run_typed<T: Float>(case: &Case) -> Result<Produced, RunError> {
     match super::case_op(case) {
         "layer_norm" => layer_norm::<T>(case),
         "rms_norm" => rms_norm::<T>(case),
+        "batch_norm" => batch_norm::<T>(case),
         other => Err(RunError::Unsupported(other.to_owned())),
     }
 }
@@ -58,6 +59,69 @@ fn rms_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
     Ok(p)
 }
 
+fn batch_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
+    let x = required::<T>(c, "x")?;
+    let training = attr_bool(c, "training")?.unwrap_or(false);
+    let momentum = match c.attrs.get("momentum") {
+        None => Some(0.1),
+        Some(_) => attr_f64(c, "momentum")?,
+    };
+    let unbiased = attr_bool(c, "running_var_unbiased")?.unwrap_or(true);
+    let eps = attr_f64(c, "eps")?.unwrap_or(1e-5);
+    let axis = attr_axis(c, "axis")?.unwrap_or(1);
+    let (w, b) = (optional::<T>(c, "weight")?, optional::<T>(c, "bias")?);
+    let (wv, bv) = (w.as_ref().map(Tensor::view), b.as_ref().map(Tensor::view));
+    let running = match (optional::<T>(c, "running_mean")?, optional::<T>(c, "running_var")?) {
+        (Some(m), Some(v)) => Some((m, v)),
+        (None, None) => None,
+        _ => return Err(RunError::BadCase("running_mean and running_var must come together".into())),
+    };
+    let mut p = Produced::default();
+    let dy = grad_output::<T>(c)?;
+    if let (false, Some((rm, rv))) = (training, running.as_ref()) {
+        // Eval with running statistics: fixed statistics, left unchanged.
+        p.put("y", &ops::batch_norm_eval(x.view(), axis, rm.view(), rv.view(), wv, bv, eps)?);
+        if let Some(dy) = dy {
+            let g =
+                ops::batch_norm_eval_backward(dy.view(), x.view(), axis, rm.view(), rv.view(), wv, b.is_some(), eps)?;
+            put_grads(&mut p, &g);
+        }
+        return Ok(p);
+    }
+    // Batch statistics: training mode, or eval without running statistics.
+    let out = ops::batch_norm_train(x.view(), axis, wv, bv, eps)?;
+    p.put("y", &out.y);
+    p.put("save_mean", &out.save_mean);
+    p.put("save_rstd", &out.save_rstd);
+    if let (true, Some((mut rm, mut rv))) = (training, running) {
+        let nbt = optional::<T>(c, "num_batches_tracked")?;
+        let mut tracked = match nbt.as_ref().and_then(|t| t.data().first()) {
+            Some(v) if v.to_f64() >= 0.0 && v.to_f64().fract() == 0.0 => v.to_f64() as u64,
+            Some(v) => return Err(RunError::BadCase(format!("num_batches_tracked {v} is not a count"))),
+            None => 0,
+        };
+        ops::batch_norm_update_running(&mut rm, &mut rv, &mut tracked, &out.batch_stats, momentum, unbiased)?;
+        p.put("running_mean", &rm);
+        p.put("running_var", &rv);
+        let shape = nbt.as_ref().map_or(vec![], |t| t.shape().to_vec());
+        let count =
+            Tensor::new(&shape, vec![T::from_f64(tracked as f64)]).map_err(|e| RunError::BadCase(e.to_string()))?;
+        p.put("num_batches_tracked", &count);
+    }
+    if let Some(dy) = dy {
+        let saved = (out.save_mean.view(), out.save_rstd.view());
+        let g = ops::batch_norm_backward(dy.view(), x.view(), axis, saved.0, saved.1, wv, b.is_some())?;
+        put_grads(&mut p, &g);
+    }
+    Ok(p)
+}
+
+fn put_grads<T: Float>(p: &mut Produced, g: &ops::NormGrads<T>) {
+    p.put("dx", &g.dx);
+    p.put_opt("dweight", g.dweight.as_ref());
+    p.put_opt("dbias", g.dbias.as_ref());
+}
+
 // --- reading inputs and attributes -------------------------------------------
 
 fn to_tensor<T: Float>(t: &super::case::CaseTensor) -> Result<Tensor<T>, RunError> {
@@ -92,5 +156,25 @@ fn attr_dims(c: &Case, name: &str) -> Result<Vec<usize>, RunError> {
         Some(Value::Array(a)) => a.iter().map(as_dim).collect(),
         Some(v @ Value::Number(_)) => Ok(vec![as_dim(v)?]),
         _ => Err(bad()),
+    }
+}
+
+/// A boolean attribute; `None` when absent or `null`.
+fn attr_bool(c: &Case, name: &str) -> Result<Option<bool>, RunError> {
+    match c.attrs.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or_else(|| RunError::BadCase(format!("attribute {name} is not a boolean"))),
+    }
+}
+
+/// An axis attribute (may be negative); `None` when absent or `null`.
+fn attr_axis(c: &Case, name: &str) -> Result<Option<isize>, RunError> {
+    match c.attrs.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .and_then(|a| isize::try_from(a).ok())
+            .map(Some)
+            .ok_or_else(|| RunError::BadCase(format!("attribute {name} is not an integer"))),
     }
 }

@@ -8,9 +8,15 @@
 //! Each kernel is plain scalar code written for clarity; statistics accumulate in
 //! [`Float::Acc`] and outputs round once, at the end.
 
+mod batch_norm;
 mod layer_norm;
 mod rms_norm;
 
+pub use batch_norm::{
+    batch_norm_apply, batch_norm_backward, batch_norm_backward_dx, batch_norm_backward_reduce,
+    batch_norm_channel_moments, batch_norm_forward_eval, batch_norm_forward_train, batch_norm_update_running,
+    ChannelLayout, ChannelSums,
+};
 pub use layer_norm::{layer_norm_backward, layer_norm_forward};
 pub use rms_norm::{rms_norm_backward, rms_norm_forward};
 

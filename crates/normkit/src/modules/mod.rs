@@ -5,8 +5,10 @@
 //! The caller keeps the input alive between the two calls and passes it to
 //! `backward` again, so no module copies its input.
 
+mod batch_norm;
 mod layer_norm;
 mod rms_norm;
 
+pub use batch_norm::{BatchNorm, BatchNormSaved, FoldedAffine};
 pub use layer_norm::{LayerNorm, LayerNormSaved};
 pub use rms_norm::{RmsNorm, RmsNormSaved};

@@ -12,9 +12,14 @@
 //! # Ok::<(), normkit::Error>(())
 //! ```
 
+mod batch_norm;
 mod layer_norm;
 mod rms_norm;
 
+pub use batch_norm::{
+    batch_norm_backward, batch_norm_eval, batch_norm_eval_backward, batch_norm_fixed_backward, batch_norm_layout,
+    batch_norm_train, batch_norm_update_running, resolve_axis, BatchNormOutput,
+};
 pub use layer_norm::{layer_norm, layer_norm_backward, LayerNormOutput};
 pub use rms_norm::{default_rms_eps, rms_norm, rms_norm_backward, RmsNormOutput};
 

@@ -1,0 +1,406 @@
+//! BatchNorm over the channels of `x` viewed as `[outer, channels, inner]`
+//! (Ioffe & Szegedy, 2015).
+//!
+//! The channel axis may be anywhere: for an input of shape `(d_0, ..., d_{r-1})`
+//! with the channel on axis `a`, `outer = d_0 ⋯ d_{a-1}` and `inner = d_{a+1} ⋯ d_{r-1}`.
+//! `(N, C)` is `[N, C, 1]`, `(N, C, H, W)` is `[N, C, H·W]`, and channels-last
+//! `(N, H, W, C)` is `[N·H·W, C, 1]`. Channel `c` owns the `outer · inner` values
+//! `x[o, c, i]`; every pass below visits them in the order `(o, i)` ascending, so
+//! the results do not depend on the layout's split of work.
+//!
+//! The passes, each a separate function so that each can be made faster alone:
+//!
+//! 1. [`batch_norm_channel_moments`]: per-channel count, mean, M2 (training);
+//! 2. [`batch_norm_apply`]: `y = (x - mean_c) · scale_c + bias_c`;
+//! 3. [`batch_norm_update_running`]: the running statistics' momentum update;
+//! 4. [`batch_norm_backward_reduce`]: per-channel `Σ dy` and `Σ dy · x̂`;
+//! 5. [`batch_norm_backward_dx`]: the input gradient from those sums.
+//!
+//! [`batch_norm_forward_train`], [`batch_norm_forward_eval`] and
+//! [`batch_norm_backward`] compose them.
+
+use super::{check_buf, check_eps, check_param, write_param_grads, Affine, Grads};
+use crate::error::{Error, Result};
+use crate::float::{AccFloat, Float};
+use crate::moments::Moments;
+use num_traits::{Float as _, One as _, Zero as _};
+
+/// The `[outer, channels, inner]` view of a tensor normalized per channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelLayout {
+    /// Product of the dims before the channel axis.
+    pub outer: usize,
+    /// Number of channels (the channel axis's size).
+    pub channels: usize,
+    /// Product of the dims after the channel axis.
+    pub inner: usize,
+}
+
+impl ChannelLayout {
+    /// The layout of `shape` with the channel on `axis` (already non-negative);
+    /// an error when the axis is out of range or the element count overflows.
+    pub fn of_shape(shape: &[usize], axis: usize) -> Result<Self> {
+        let (Some(&channels), Some(after)) = (shape.get(axis), shape.get(axis + 1..)) else {
+            return Err(Error::invalid("axis", format!("axis {axis} is out of range for shape {shape:?}")));
+        };
+        let outer = crate::tensor::numel(&shape[..axis])?;
+        let inner = crate::tensor::numel(after)?;
+        let layout = ChannelLayout { outer, channels, inner };
+        layout.len()?;
+        Ok(layout)
+    }
+
+    /// Number of elements, `outer · channels · inner`.
+    pub fn len(&self) -> Result<usize> {
+        self.outer
+            .checked_mul(self.channels)
+            .and_then(|v| v.checked_mul(self.inner))
+            .ok_or_else(|| Error::invalid("layout", format!("{self:?} has more elements than usize holds")))
+    }
+
+    /// Whether the layout holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.outer == 0 || self.channels == 0 || self.inner == 0
+    }
+
+    /// Values per channel, `outer · inner`.
+    pub fn per_channel(&self) -> usize {
+        self.outer * self.inner
+    }
+
+    fn check(&self, what: &str, len: usize) -> Result<()> {
+        check_buf(what, len, self.len()?)
+    }
+
+    /// The contiguous runs `x[o, c, ..]` with their channel `c`, in memory order.
+    fn runs<'a, T>(&self, x: &'a [T]) -> impl Iterator<Item = (usize, &'a [T])> {
+        let (channels, inner) = (self.channels.max(1), self.inner.max(1));
+        x.chunks_exact(inner).enumerate().map(move |(k, run)| (k % channels, run))
+    }
+}
+
+/// Pass 1 (training): the statistics of each channel's `outer · inner` values,
+/// by the corrected two-pass algorithm over the whole channel, shifted by the
+/// channel's first value `s_c` (as [`Moments::from_slice`] does per block):
+///
+/// ```text
+/// n    = outer · inner
+/// m_c  = (1/n) Σ_{o,i} (x[o,c,i] - s_c)                        (sweep 1)
+/// d    = x[o,c,i] - s_c - m_c
+/// M2_c = Σ d² - (Σ d)² / n                                     (sweep 2)
+/// mean_c = s_c + m_c + (Σ d) / n
+/// ```
+///
+/// Each sweep reads `x` once, in memory order, into per-channel accumulators, so
+/// channels-last layouts (`inner = 1`) keep the two-pass accuracy that a value by
+/// value Welford update would lose. The result is a [`Moments`] per channel, so
+/// statistics of batches computed apart (threads, processes) merge by Chan's formula.
+pub fn batch_norm_channel_moments<T: Float>(x: &[T], layout: ChannelLayout, out: &mut [Moments<T::Acc>]) -> Result<()> {
+    layout.check("x", x.len())?;
+    check_buf("moments", out.len(), layout.channels)?;
+    let n = layout.per_channel();
+    if n == 0 {
+        out.fill(Moments::new());
+        return Ok(());
+    }
+    let zero = T::Acc::zero();
+    let shift: Vec<T::Acc> = (0..layout.channels).map(|c| x[c * layout.inner].to_acc()).collect();
+    let count = T::Acc::from_count(n as u64);
+
+    // Sweep 1: the shifted sums.
+    let mut sum = vec![zero; layout.channels];
+    for (c, run) in layout.runs(x) {
+        sum[c] = run.iter().fold(sum[c], |s, &v| s + (v.to_acc() - shift[c]));
+    }
+    let m: Vec<T::Acc> = sum.iter().map(|&s| s / count).collect();
+
+    // Sweep 2: deviations from the shifted mean.
+    let (mut dev_sum, mut dev_sq) = (vec![zero; layout.channels], vec![zero; layout.channels]);
+    for (c, run) in layout.runs(x) {
+        for &v in run {
+            let d = (v.to_acc() - shift[c]) - m[c];
+            dev_sum[c] = dev_sum[c] + d;
+            dev_sq[c] = dev_sq[c] + d * d;
+        }
+    }
+    for (c, o) in out.iter_mut().enumerate() {
+        let m2 = dev_sq[c] - dev_sum[c] * dev_sum[c] / count;
+        *o = Moments::from_parts(n as u64, shift[c] + m[c] + dev_sum[c] / count, m2);
+    }
+    Ok(())
+}
+
+/// Pass 2: `y[o,c,i] = (x[o,c,i] - mean_c) · scale_c + bias_c` with
+/// `scale_c = rstd_c · weight_c`, computed in `T::Acc` and rounded once.
+pub fn batch_norm_apply<T: Float>(
+    x: &[T],
+    layout: ChannelLayout,
+    mean: &[T::Acc],
+    scale: &[T::Acc],
+    bias: Option<&[T]>,
+    y: &mut [T],
+) -> Result<()> {
+    layout.check("x", x.len())?;
+    check_buf("y", y.len(), x.len())?;
+    check_buf("mean", mean.len(), layout.channels)?;
+    check_buf("scale", scale.len(), layout.channels)?;
+    check_param("bias", bias, layout.channels)?;
+    let inner = layout.inner.max(1);
+    for ((c, xr), yr) in layout.runs(x).zip(y.chunks_exact_mut(inner)) {
+        let b = super::param_at(bias, c, T::Acc::zero());
+        for (yj, &xj) in yr.iter_mut().zip(xr) {
+            *yj = T::from_acc((xj.to_acc() - mean[c]) * scale[c] + b);
+        }
+    }
+    Ok(())
+}
+
+/// Training-mode forward: passes 1 and 2. With the batch statistics of each
+/// channel (biased variance),
+///
+/// ```text
+/// rstd_c = 1 / sqrt(var_c + eps)
+/// y      = (x - mean_c) · rstd_c · weight_c + bias_c
+/// ```
+///
+/// writes `y`, `save_mean` and `save_rstd` (`[channels]`, for
+/// [`batch_norm_backward`]) and the channels' [`Moments`] into `moments` (for
+/// [`batch_norm_update_running`]). A channel with fewer than two values is an
+/// error, as in PyTorch ("Expected more than 1 value per channel when training"):
+/// its variance is 0 and the output would be `bias` whatever the input.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward_train<T: Float>(
+    x: &[T],
+    layout: ChannelLayout,
+    affine: Affine<'_, T>,
+    eps: f64,
+    y: &mut [T],
+    save_mean: &mut [T],
+    save_rstd: &mut [T],
+    moments: &mut [Moments<T::Acc>],
+) -> Result<()> {
+    layout.check("x", x.len())?;
+    affine.check(layout.channels)?;
+    check_buf("y", y.len(), x.len())?;
+    check_buf("save_mean", save_mean.len(), layout.channels)?;
+    check_buf("save_rstd", save_rstd.len(), layout.channels)?;
+    let eps = check_eps::<T::Acc>(eps)?;
+    if layout.channels > 0 && layout.per_channel() < 2 {
+        return Err(Error::invalid(
+            "x",
+            format!(
+                "training needs more than one value per channel, got {} ({} before the channel axis times {} after it)",
+                layout.per_channel(),
+                layout.outer,
+                layout.inner
+            ),
+        ));
+    }
+    batch_norm_channel_moments(x, layout, moments)?;
+    let mean: Vec<T::Acc> = moments.iter().map(Moments::mean).collect();
+    let rstd: Vec<T::Acc> = moments.iter().map(|m| (m.var_biased() + eps).sqrt().recip()).collect();
+    let scale = scale_of(&rstd, affine.weight);
+    batch_norm_apply(x, layout, &mean, &scale, affine.bias, y)?;
+    for (c, (m, r)) in save_mean.iter_mut().zip(save_rstd.iter_mut()).enumerate() {
+        *m = T::from_acc(mean[c]);
+        *r = T::from_acc(rstd[c]);
+    }
+    Ok(())
+}
+
+/// Eval-mode forward with fixed (running) statistics:
+///
+/// ```text
+/// y = (x - running_mean_c) / sqrt(running_var_c + eps) · weight_c + bias_c
+/// ```
+///
+/// Pass 2 alone; the statistics are not changed.
+pub fn batch_norm_forward_eval<T: Float>(
+    x: &[T],
+    layout: ChannelLayout,
+    running_mean: &[T],
+    running_var: &[T],
+    affine: Affine<'_, T>,
+    eps: f64,
+    y: &mut [T],
+) -> Result<()> {
+    layout.check("x", x.len())?;
+    affine.check(layout.channels)?;
+    check_param("running_mean", Some(running_mean), layout.channels)?;
+    check_param("running_var", Some(running_var), layout.channels)?;
+    let eps = check_eps::<T::Acc>(eps)?;
+    let mean: Vec<T::Acc> = running_mean.iter().map(|m| m.to_acc()).collect();
+    let rstd = rstd_of::<T>(running_var, eps);
+    batch_norm_apply(x, layout, &mean, &scale_of(&rstd, affine.weight), affine.bias, y)
+}
+
+/// `rstd_c = 1 / sqrt(var_c + eps)` in `T::Acc`.
+fn rstd_of<T: Float>(var: &[T], eps: T::Acc) -> Vec<T::Acc> {
+    var.iter().map(|v| (v.to_acc() + eps).sqrt().recip()).collect()
+}
+
+/// `scale_c = rstd_c · weight_c` (weight 1 when absent).
+fn scale_of<T: Float>(rstd: &[T::Acc], weight: Option<&[T]>) -> Vec<T::Acc> {
+    rstd.iter().enumerate().map(|(c, &r)| r * super::param_at(weight, c, T::Acc::one())).collect()
+}
+
+/// Pass 3: the running statistics' update with `factor`, the weight of the new
+/// batch statistic (PyTorch's `momentum`, or `1 / num_batches_tracked` for a
+/// cumulative average), computed in `T::Acc` as PyTorch writes it:
+///
+/// ```text
+/// running_mean_c = factor · mean_c + (1 - factor) · running_mean_c
+/// running_var_c  = factor · var_c  + (1 - factor) · running_var_c
+/// var_c = M2_c / (n - 1)   if unbiased (PyTorch)
+///       = M2_c / n         otherwise (ONNX, Keras)
+/// ```
+pub fn batch_norm_update_running<T: Float>(
+    moments: &[Moments<T::Acc>],
+    factor: f64,
+    unbiased: bool,
+    running_mean: &mut [T],
+    running_var: &mut [T],
+) -> Result<()> {
+    check_buf("running_mean", running_mean.len(), moments.len())?;
+    check_buf("running_var", running_var.len(), moments.len())?;
+    if !(factor.is_finite() && (0.0..=1.0).contains(&factor)) {
+        return Err(Error::invalid("momentum", format!("{factor} must lie in [0, 1]")));
+    }
+    let f = T::Acc::from_f64_lossy(factor);
+    let keep = T::Acc::one() - f;
+    for ((m, rm), rv) in moments.iter().zip(running_mean.iter_mut()).zip(running_var.iter_mut()) {
+        let var = if unbiased { m.var_unbiased() } else { m.var_biased() };
+        *rm = T::from_acc(f * m.mean() + keep * rm.to_acc());
+        *rv = T::from_acc(f * var + keep * rv.to_acc());
+    }
+    Ok(())
+}
+
+/// Pass 4: per-channel sums for backward, with `x̂ = (x - mean_c) · rstd_c`:
+///
+/// ```text
+/// sum_dy_c      = Σ_{o,i} dy[o,c,i]
+/// sum_dy_xhat_c = Σ_{o,i} dy[o,c,i] · x̂[o,c,i]
+/// ```
+///
+/// These are `dbias` and `dweight`, and the two means the training-mode `dx` needs.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward_reduce<T: Float>(
+    dy: &[T],
+    x: &[T],
+    layout: ChannelLayout,
+    mean: &[T],
+    rstd: &[T],
+    sum_dy: &mut [T::Acc],
+    sum_dy_xhat: &mut [T::Acc],
+) -> Result<()> {
+    layout.check("x", x.len())?;
+    check_buf("dy", dy.len(), x.len())?;
+    for (name, len) in [("mean", mean.len()), ("rstd", rstd.len()), ("sum_dy", sum_dy.len())] {
+        check_buf(name, len, layout.channels)?;
+    }
+    check_buf("sum_dy_xhat", sum_dy_xhat.len(), layout.channels)?;
+    sum_dy.fill(T::Acc::zero());
+    sum_dy_xhat.fill(T::Acc::zero());
+    let inner = layout.inner.max(1);
+    for ((c, xr), dyr) in layout.runs(x).zip(dy.chunks_exact(inner)) {
+        let (m, r) = (mean[c].to_acc(), rstd[c].to_acc());
+        for (&xj, &dyj) in xr.iter().zip(dyr) {
+            let g = dyj.to_acc();
+            sum_dy[c] = sum_dy[c] + g;
+            sum_dy_xhat[c] = sum_dy_xhat[c] + g * (xj.to_acc() - m) * r;
+        }
+    }
+    Ok(())
+}
+
+/// The per-channel sums of [`batch_norm_backward_reduce`]: `(sum_dy, sum_dy_xhat)`.
+pub type ChannelSums<'a, A> = (&'a [A], &'a [A]);
+
+/// Pass 5: the input gradient. With `n = outer · inner` values per channel and
+/// the sums of [`batch_norm_backward_reduce`]:
+///
+/// ```text
+/// training (mean, rstd are the batch's, so they depend on x):
+///   dx = weight_c · rstd_c · (dy - sum_dy_c / n - x̂ · sum_dy_xhat_c / n)
+/// eval (mean, rstd fixed):
+///   dx = weight_c · rstd_c · dy
+/// ```
+///
+/// In eval mode the sums are not read (pass empty slices).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward_dx<T: Float>(
+    dy: &[T],
+    x: &[T],
+    layout: ChannelLayout,
+    mean: &[T],
+    rstd: &[T],
+    weight: Option<&[T]>,
+    training_sums: Option<ChannelSums<'_, T::Acc>>,
+    dx: &mut [T],
+) -> Result<()> {
+    layout.check("x", x.len())?;
+    check_buf("dy", dy.len(), x.len())?;
+    check_buf("dx", dx.len(), x.len())?;
+    check_buf("mean", mean.len(), layout.channels)?;
+    check_buf("rstd", rstd.len(), layout.channels)?;
+    check_param("weight", weight, layout.channels)?;
+    if let Some((s, sx)) = training_sums {
+        check_buf("sum_dy", s.len(), layout.channels)?;
+        check_buf("sum_dy_xhat", sx.len(), layout.channels)?;
+    }
+    let inv_n = T::Acc::from_count(layout.per_channel().max(1) as u64).recip();
+    let inner = layout.inner.max(1);
+    for (((c, xr), dyr), dxr) in layout.runs(x).zip(dy.chunks_exact(inner)).zip(dx.chunks_exact_mut(inner)) {
+        let (m, r) = (mean[c].to_acc(), rstd[c].to_acc());
+        let k = super::param_at(weight, c, T::Acc::one()) * r;
+        match training_sums {
+            Some((s, sx)) => {
+                let (mean_dy, mean_dy_xhat) = (s[c] * inv_n, sx[c] * inv_n);
+                for ((dxj, &xj), &dyj) in dxr.iter_mut().zip(xr).zip(dyr) {
+                    let xhat = (xj.to_acc() - m) * r;
+                    *dxj = T::from_acc(k * (dyj.to_acc() - mean_dy - xhat * mean_dy_xhat));
+                }
+            }
+            None => {
+                for (dxj, &dyj) in dxr.iter_mut().zip(dyr) {
+                    *dxj = T::from_acc(k * dyj.to_acc());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// BatchNorm backward: the gradients of `L = Σ y · dy`, passes 4 and 5.
+///
+/// `mean` and `rstd` are the statistics the forward normalized with: with
+/// `training = true` the batch's (`save_mean`, `save_rstd`), through which the
+/// gradient flows; with `training = false` the fixed running statistics
+/// (`rstd = 1 / sqrt(running_var + eps)`), a per-channel scale. Both modes:
+///
+/// ```text
+/// dweight_c = Σ_{o,i} dy · x̂        dbias_c = Σ_{o,i} dy
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward<T: Float>(
+    dy: &[T],
+    x: &[T],
+    layout: ChannelLayout,
+    mean: &[T],
+    rstd: &[T],
+    weight: Option<&[T]>,
+    training: bool,
+    grads: Grads<'_, T>,
+) -> Result<()> {
+    check_param("dweight", grads.dweight.as_deref(), layout.channels)?;
+    check_param("dbias", grads.dbias.as_deref(), layout.channels)?;
+    let zero = T::Acc::zero();
+    let (mut sum_dy, mut sum_dy_xhat) = (vec![zero; layout.channels], vec![zero; layout.channels]);
+    batch_norm_backward_reduce(dy, x, layout, mean, rstd, &mut sum_dy, &mut sum_dy_xhat)?;
+    let sums = training.then_some((sum_dy.as_slice(), sum_dy_xhat.as_slice()));
+    batch_norm_backward_dx(dy, x, layout, mean, rstd, weight, sums, grads.dx)?;
+    write_param_grads::<T>(&sum_dy_xhat, grads.dweight);
+    write_param_grads::<T>(&sum_dy, grads.dbias);
+    Ok(())
+}

@@ -1,0 +1,555 @@
+//! BatchNorm checked against a plain f64 reference written from the formulas, on
+//! random shapes of rank 2 to 5 with the channel on every axis, fresh seeds,
+//! hostile values; finite differences for both backward modes; running
+//! statistics (momentum, cumulative average, biased or unbiased), eval mode,
+//! Keras's conventions, folding, and every error path.
+
+mod layers_support;
+
+use layers_support::*;
+use normkit::kernels::{self, Affine, ChannelLayout};
+use normkit::{ops, BatchNorm, Error, Tensor};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+
+// ---------------------------------------------------------------- reference
+
+/// BatchNorm from the formula in f64: per channel (the values at every index whose
+/// coordinate on `axis` is c), the mean, the biased and unbiased variance, rstd
+/// and y.
+struct RefBn {
+    y: Vec<f64>,
+    mean: Vec<f64>,
+    var_biased: Vec<f64>,
+    var_unbiased: Vec<f64>,
+    rstd: Vec<f64>,
+}
+
+fn ref_batch_norm(x: &[f64], shape: &[usize], axis: usize, w: Option<&[f64]>, b: Option<&[f64]>, eps: f64) -> RefBn {
+    let ch = channel_of(shape, axis);
+    let c = shape[axis];
+    let values = |k: usize| x.iter().zip(&ch).filter(move |(_, &cc)| cc == k).map(|(v, _)| *v);
+    let mut r = RefBn { y: vec![], mean: vec![], var_biased: vec![], var_unbiased: vec![], rstd: vec![] };
+    for k in 0..c {
+        let n = values(k).count() as f64;
+        let mean = sum(values(k)) / n;
+        let m2 = sum(values(k).map(|v| (v - mean) * (v - mean)));
+        r.mean.push(mean);
+        r.var_biased.push(m2 / n);
+        r.var_unbiased.push(m2 / (n - 1.0));
+        r.rstd.push(1.0 / (m2 / n + eps).sqrt());
+    }
+    r.y = x
+        .iter()
+        .zip(&ch)
+        .map(|(v, &k)| (v - r.mean[k]) * r.rstd[k] * w.map_or(1.0, |w| w[k]) + b.map_or(0.0, |b| b[k]))
+        .collect();
+    r
+}
+
+/// Training-mode backward by the chain rule through mean and variance, per channel.
+fn ref_batch_norm_backward(
+    x: &[f64],
+    dy: &[f64],
+    shape: &[usize],
+    axis: usize,
+    w: Option<&[f64]>,
+    eps: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let fwd = ref_batch_norm(x, shape, axis, None, None, eps);
+    let ch = channel_of(shape, axis);
+    let c = shape[axis];
+    let n = (x.len() / c) as f64;
+    let (mut dvar, mut dmean, mut dw, mut db) = (vec![0.0; c], vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+    for k in 0..c {
+        let (m, r, wk) = (fwd.mean[k], fwd.rstd[k], w.map_or(1.0, |w| w[k]));
+        let ch = &ch;
+        let idx = || (0..x.len()).filter(move |&i| ch[i] == k);
+        dvar[k] = sum(idx().map(|i| dy[i] * wk * (x[i] - m))) * -0.5 * r.powi(3);
+        dmean[k] = -r * sum(idx().map(|i| dy[i] * wk)) + dvar[k] * -2.0 * sum(idx().map(|i| x[i] - m)) / n;
+        dw[k] = sum(idx().map(|i| dy[i] * (x[i] - m) * r));
+        db[k] = sum(idx().map(|i| dy[i]));
+    }
+    let dx = (0..x.len())
+        .map(|i| {
+            let k = ch[i];
+            dy[i] * w.map_or(1.0, |w| w[k]) * fwd.rstd[k] + dvar[k] * 2.0 * (x[i] - fwd.mean[k]) / n + dmean[k] / n
+        })
+        .collect();
+    (dx, dw, db)
+}
+
+/// Per-element tolerance of an f64 output against the reference: a rounding of
+/// x or of the mean (relative eps) moves y by eps·(|x| + |mean|)·rstd·|w|; the
+/// variance's relative error (about sqrt(n)·eps) moves it by that times |x̂·w|.
+fn y_tol(x: &[f64], shape: &[usize], axis: usize, r: &RefBn, w: Option<&[f64]>, b: Option<&[f64]>) -> Vec<f64> {
+    let ch = channel_of(shape, axis);
+    let n = (x.len() / shape[axis]) as f64;
+    let e = f64::EPSILON;
+    x.iter()
+        .zip(&ch)
+        .map(|(v, &k)| {
+            let wk = w.map_or(1.0, |w| w[k].abs()).max(1.0);
+            let bk = b.map_or(0.0, |b| b[k].abs());
+            let cond = (v.abs() + r.mean[k].abs()) * r.rstd[k];
+            32.0 * e * (1.0 + n.sqrt()) * (cond + 1.0) * wk + 4.0 * e * bk
+        })
+        .collect()
+}
+
+struct Problem {
+    shape: Vec<usize>,
+    axis: usize,
+    x: Vec<f64>,
+    dy: Vec<f64>,
+    w: Option<Vec<f64>>,
+    b: Option<Vec<f64>>,
+    eps: f64,
+}
+
+fn problem(seed: u64, kinds: &[(f64, f64)]) -> Problem {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let rank = rng.random_range(2..=5);
+    let shape = random_shape(&mut rng, rank);
+    let axis = rng.random_range(0..rank);
+    let (offset, scale) = kinds[rng.random_range(0..kinds.len())];
+    let len = numel(&shape);
+    let c = shape[axis];
+    let x = random_vec(len, rng.random(), offset, scale);
+    let dy = random_vec(len, rng.random(), 0.0, 1.0);
+    let w = rng.random_bool(0.7).then(|| random_vec(c, rng.random(), 1.0, 0.5));
+    let b = rng.random_bool(0.7).then(|| random_vec(c, rng.random(), 0.0, 1.0));
+    let eps = [1e-5, 1e-3, 0.1][rng.random_range(0..3)];
+    Problem { shape, axis, x, dy, w, b, eps }
+}
+
+fn t64(shape: &[usize], v: &[f64]) -> Tensor<f64> {
+    Tensor::new(shape, v.to_vec()).unwrap()
+}
+
+fn opt_view<T: Copy>(t: &Option<Tensor<T>>) -> Option<normkit::TensorRef<'_, T>> {
+    t.as_ref().map(Tensor::view)
+}
+
+/// The axis as the caller may write it: non-negative or counted from the end.
+fn spelled(axis: usize, rank: usize, negative: bool) -> isize {
+    if negative {
+        axis as isize - rank as isize
+    } else {
+        axis as isize
+    }
+}
+
+// ---------------------------------------------------------------- properties
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn train_f64_matches_reference(seed in any::<u64>(), negative in any::<bool>()) {
+        let p = problem(seed, &VALUE_KINDS);
+        let axis = spelled(p.axis, p.shape.len(), negative);
+        let x = t64(&p.shape, &p.x);
+        let c = p.shape[p.axis];
+        let (w, b) = (p.w.as_ref().map(|v| t64(&[c], v)), p.b.as_ref().map(|v| t64(&[c], v)));
+        let res = ops::batch_norm_train(x.view(), axis, opt_view(&w), opt_view(&b), p.eps);
+        if p.x.len() / c < 2 {
+            prop_assert!(res.is_err(), "one value per channel must be refused");
+            return Ok(());
+        }
+        let out = res.unwrap();
+        let want = ref_batch_norm(&p.x, &p.shape, p.axis, p.w.as_deref(), p.b.as_deref(), p.eps);
+        let tol = y_tol(&p.x, &p.shape, p.axis, &want, p.w.as_deref(), p.b.as_deref());
+        assert_within("y", out.y.data(), &want.y, &tol);
+        let mean_tol: Vec<f64> = want.mean.iter().zip(&want.var_biased)
+            .map(|(m, v)| 8.0 * f64::EPSILON * (m.abs() + v.sqrt())).collect();
+        assert_within("save_mean", out.save_mean.data(), &want.mean, &mean_tol);
+        assert_close("save_rstd", out.save_rstd.data(), &want.rstd, 0.0, 1e-9);
+        for (k, m) in out.batch_stats.iter().enumerate() {
+            prop_assert_eq!(m.count() as usize, p.x.len() / c);
+            prop_assert!(close(m.var_unbiased(), want.var_unbiased[k], 0.0, 1e-9));
+        }
+    }
+
+    #[test]
+    fn train_f32_is_the_rounded_f64_result(seed in any::<u64>()) {
+        let p = problem(seed, &VALUE_KINDS);
+        let c = p.shape[p.axis];
+        if p.x.len() / c < 2 { return Ok(()); }
+        // Work on the f32 values, widened exactly, in the reference.
+        let (x32, w32, b32) = (narrow(&p.x), p.w.as_deref().map(narrow), p.b.as_deref().map(narrow));
+        let layout = ChannelLayout::of_shape(&p.shape, p.axis).unwrap();
+        let (mut y, mut m, mut r) = (vec![0f32; x32.len()], vec![0f32; c], vec![0f32; c]);
+        let mut stats = vec![normkit::Moments::new(); c];
+        let affine = Affine { weight: w32.as_deref(), bias: b32.as_deref() };
+        kernels::batch_norm_forward_train(&x32, layout, affine, p.eps, &mut y, &mut m, &mut r, &mut stats).unwrap();
+        let (xw, ww, bw) = (widen(&x32), w32.as_deref().map(widen), b32.as_deref().map(widen));
+        let want = ref_batch_norm(&xw, &p.shape, p.axis, ww.as_deref(), bw.as_deref(), p.eps);
+        let tol64 = y_tol(&xw, &p.shape, p.axis, &want, ww.as_deref(), bw.as_deref());
+        // One rounding to f32 of a result that is f64-accurate.
+        let tol: Vec<f64> = want.y.iter().zip(&tol64).map(|(v, t)| f32::EPSILON as f64 * v.abs() + t).collect();
+        assert_within("y", &widen(&y), &want.y, &tol);
+        assert_close("save_rstd", &widen(&r), &want.rstd, 0.0, f32::EPSILON as f64);
+    }
+
+    #[test]
+    fn train_backward_f64_matches_reference(seed in any::<u64>()) {
+        let p = problem(seed, &[(0.0, 1.0), (5.0, 3.0), (-20.0, 100.0)]);
+        let c = p.shape[p.axis];
+        if p.x.len() / c < 2 { return Ok(()); }
+        let x = t64(&p.shape, &p.x);
+        let (w, b) = (p.w.as_ref().map(|v| t64(&[c], v)), p.b.as_ref().map(|v| t64(&[c], v)));
+        let axis = p.axis as isize;
+        let out = ops::batch_norm_train(x.view(), axis, opt_view(&w), opt_view(&b), p.eps).unwrap();
+        let dy = t64(&p.shape, &p.dy);
+        let g = ops::batch_norm_backward(dy.view(), x.view(), axis, out.save_mean.view(), out.save_rstd.view(),
+            opt_view(&w), b.is_some()).unwrap();
+        let (dx, dw, db) = ref_batch_norm_backward(&p.x, &p.dy, &p.shape, p.axis, p.w.as_deref(), p.eps);
+        let n = (p.x.len() / c) as f64;
+        let rmax = out.save_rstd.data().iter().fold(1.0f64, |a, v| a.max(*v));
+        assert_close("dx", g.dx.data(), &dx, 1e-12 * rmax * n, 1e-9);
+        if let Some(gw) = &g.dweight { assert_close("dweight", gw.data(), &dw, 1e-12 * n, 1e-9); }
+        if let Some(gb) = &g.dbias { assert_close("dbias", gb.data(), &db, 1e-13 * n, 1e-12); }
+        prop_assert_eq!(g.dweight.is_some(), p.w.is_some());
+        prop_assert_eq!(g.dbias.is_some(), p.b.is_some());
+    }
+
+    #[test]
+    fn eval_f64_matches_reference_and_its_backward(seed in any::<u64>()) {
+        let p = problem(seed, &VALUE_KINDS);
+        let c = p.shape[p.axis];
+        let rm = random_vec(c, seed ^ 1, 0.0, 2.0);
+        let rv = random_vec(c, seed ^ 2, 1.5, 1.0);
+        let x = t64(&p.shape, &p.x);
+        let (w, b) = (p.w.as_ref().map(|v| t64(&[c], v)), p.b.as_ref().map(|v| t64(&[c], v)));
+        let axis = spelled(p.axis, p.shape.len(), seed % 2 == 0);
+        let y = ops::batch_norm_eval(x.view(), axis, t64(&[c], &rm).view(), t64(&[c], &rv).view(),
+            opt_view(&w), opt_view(&b), p.eps).unwrap();
+        let ch = channel_of(&p.shape, p.axis);
+        let wk = |k: usize| p.w.as_ref().map_or(1.0, |w| w[k]);
+        let bk = |k: usize| p.b.as_ref().map_or(0.0, |b| b[k]);
+        let rstd: Vec<f64> = rv.iter().map(|v| 1.0 / (v + p.eps).sqrt()).collect();
+        let want: Vec<f64> = p.x.iter().zip(&ch).map(|(v, &k)| (v - rm[k]) * rstd[k] * wk(k) + bk(k)).collect();
+        let tol: Vec<f64> = p.x.iter().zip(&ch)
+            .map(|(v, &k)| 8.0 * f64::EPSILON * ((v.abs() + rm[k].abs()) * rstd[k] * wk(k).abs() + bk(k).abs())).collect();
+        assert_within("y", y.data(), &want, &tol);
+
+        let dy = t64(&p.shape, &p.dy);
+        let g = ops::batch_norm_eval_backward(dy.view(), x.view(), axis, t64(&[c], &rm).view(), t64(&[c], &rv).view(),
+            opt_view(&w), b.is_some(), p.eps).unwrap();
+        let dx: Vec<f64> = p.dy.iter().zip(&ch).map(|(d, &k)| d * wk(k) * rstd[k]).collect();
+        assert_close("dx", g.dx.data(), &dx, 0.0, 4.0 * f64::EPSILON);
+        if let Some(gw) = &g.dweight {
+            let dw: Vec<f64> = (0..c).map(|k| sum((0..p.x.len()).filter(|&i| ch[i] == k)
+                .map(|i| p.dy[i] * (p.x[i] - rm[k]) * rstd[k]))).collect();
+            let scale = p.x.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+            assert_close("dweight", gw.data(), &dw, 1e-14 * scale * p.x.len() as f64, 1e-12);
+        }
+    }
+
+    #[test]
+    fn running_statistics_follow_the_formula(seed in any::<u64>(), unbiased in any::<bool>(),
+            momentum in prop::sample::select(vec![Some(0.1), Some(0.0), Some(1.0), Some(0.37), None]),
+            tracked in 0u64..5) {
+        let p = problem(seed, &[(0.0, 1.0), (5.0, 3.0)]);
+        let c = p.shape[p.axis];
+        if p.x.len() / c < 2 { return Ok(()); }
+        let out = ops::batch_norm_train(t64(&p.shape, &p.x).view(), p.axis as isize, None, None, p.eps).unwrap();
+        let (rm0, rv0) = (random_vec(c, seed ^ 3, 0.0, 1.0), random_vec(c, seed ^ 4, 1.0, 0.5));
+        let (mut rm, mut rv, mut nbt) = (t64(&[c], &rm0), t64(&[c], &rv0), tracked);
+        ops::batch_norm_update_running(&mut rm, &mut rv, &mut nbt, &out.batch_stats, momentum, unbiased).unwrap();
+        prop_assert_eq!(nbt, tracked + 1);
+        let f = momentum.unwrap_or(1.0 / (tracked + 1) as f64);
+        let want = ref_batch_norm(&p.x, &p.shape, p.axis, None, None, p.eps);
+        let var = if unbiased { &want.var_unbiased } else { &want.var_biased };
+        let wm: Vec<f64> = (0..c).map(|k| f * want.mean[k] + (1.0 - f) * rm0[k]).collect();
+        let wv: Vec<f64> = (0..c).map(|k| f * var[k] + (1.0 - f) * rv0[k]).collect();
+        assert_close("running_mean", rm.data(), &wm, 1e-14, 1e-13);
+        assert_close("running_var", rv.data(), &wv, 1e-14, 1e-12);
+    }
+}
+
+// ---------------------------------------------------------------- finite differences
+
+#[test]
+fn train_backward_matches_finite_differences() {
+    for (i, (shape, axis)) in [(vec![4usize, 3], 1usize), (vec![2, 3, 5], 1), (vec![3, 2, 2, 4], 3), (vec![2, 2, 3], 0)]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = i as u64 + rand::random::<u32>() as u64;
+        let c = shape[axis];
+        let len = numel(&shape);
+        let (x, dy) = (random_vec(len, seed, 0.5, 1.0), random_vec(len, seed + 1, 0.0, 1.0));
+        let (w, b) = (random_vec(c, seed + 2, 1.0, 0.5), random_vec(c, seed + 3, 0.0, 1.0));
+        let eps = 1e-3;
+        let loss = |x: &[f64], w: &[f64], b: &[f64]| {
+            let (wt, bt) = (t64(&[c], w), t64(&[c], b));
+            let out =
+                ops::batch_norm_train(t64(&shape, x).view(), axis as isize, Some(wt.view()), Some(bt.view()), eps)
+                    .unwrap();
+            dot(out.y.data(), &dy)
+        };
+        let mut bn = BatchNorm::<f64>::new(c).axis(axis as isize).eps(eps);
+        bn.weight = Some(t64(&[c], &w));
+        bn.bias = Some(t64(&[c], &b));
+        let xt = t64(&shape, &x);
+        let (_, saved) = bn.forward(xt.view()).unwrap();
+        let g = bn.backward(t64(&shape, &dy).view(), xt.view(), &saved).unwrap();
+        let msg = format!("seed {seed}, shape {shape:?}, axis {axis}");
+        assert_close(&format!("dx {msg}"), g.dx.data(), &finite_diff(&x, |x| loss(x, &w, &b)), 1e-7, 1e-6);
+        let gw = g.dweight.unwrap();
+        assert_close(&format!("dw {msg}"), gw.data(), &finite_diff(&w, |w| loss(&x, w, &b)), 1e-7, 1e-6);
+        let gb = g.dbias.unwrap();
+        assert_close(&format!("db {msg}"), gb.data(), &finite_diff(&b, |b| loss(&x, &w, b)), 1e-7, 1e-6);
+    }
+}
+
+#[test]
+fn eval_backward_matches_finite_differences() {
+    let seed = rand::random::<u32>() as u64;
+    let (shape, c) = (vec![3usize, 4, 5], 4usize);
+    let len = numel(&shape);
+    let (x, dy) = (random_vec(len, seed, 0.5, 1.0), random_vec(len, seed + 1, 0.0, 1.0));
+    let (w, b) = (random_vec(c, seed + 2, 1.0, 0.5), random_vec(c, seed + 3, 0.0, 1.0));
+    let (rm, rv) = (random_vec(c, seed + 4, 0.0, 1.0), random_vec(c, seed + 5, 1.5, 1.0));
+    let mut bn = BatchNorm::<f64>::new(c).eps(1e-4);
+    bn.weight = Some(t64(&[c], &w));
+    bn.bias = Some(t64(&[c], &b));
+    bn.running_mean = Some(t64(&[c], &rm));
+    bn.running_var = Some(t64(&[c], &rv));
+    bn.eval();
+    let loss = |bn: &BatchNorm<f64>, x: &[f64]| {
+        let mut bn = bn.clone();
+        dot(bn.forward(t64(&shape, x).view()).unwrap().0.data(), &dy)
+    };
+    let xt = t64(&shape, &x);
+    let (_, saved) = bn.clone().forward(xt.view()).unwrap();
+    assert!(!saved.batch_stats);
+    let g = bn.backward(t64(&shape, &dy).view(), xt.view(), &saved).unwrap();
+    assert_close("dx", g.dx.data(), &finite_diff(&x, |x| loss(&bn, x)), 1e-7, 1e-6);
+    let dw = finite_diff(&w, |w| {
+        let mut m = bn.clone();
+        m.weight = Some(t64(&[c], w));
+        loss(&m, &x)
+    });
+    assert_close("dw", g.dweight.unwrap().data(), &dw, 1e-7, 1e-6);
+    let db = finite_diff(&b, |b| {
+        let mut m = bn.clone();
+        m.bias = Some(t64(&[c], b));
+        loss(&m, &x)
+    });
+    assert_close("db", g.dbias.unwrap().data(), &db, 1e-7, 1e-6);
+}
+
+// ---------------------------------------------------------------- module semantics
+
+#[test]
+fn cumulative_average_is_the_mean_of_the_batch_statistics() {
+    let mut bn = BatchNorm::<f64>::new(3).momentum(None).running_var_unbiased(true);
+    let seed = rand::random::<u32>() as u64;
+    let (mut means, mut vars) = (vec![0.0; 3], vec![0.0; 3]);
+    for k in 0..4 {
+        let x = random_vec(5 * 3 * 2, seed + k, k as f64, 1.0 + k as f64);
+        bn.forward(t64(&[5, 3, 2], &x).view()).unwrap();
+        let r = ref_batch_norm(&x, &[5, 3, 2], 1, None, None, 1e-5);
+        for c in 0..3 {
+            means[c] += r.mean[c] / 4.0;
+            vars[c] += r.var_unbiased[c] / 4.0;
+        }
+    }
+    assert_eq!(bn.num_batches_tracked, 4);
+    assert_close("running_mean", bn.running_mean.as_ref().unwrap().data(), &means, 1e-14, 1e-13);
+    assert_close("running_var", bn.running_var.as_ref().unwrap().data(), &vars, 1e-14, 1e-13);
+}
+
+#[test]
+fn keras_constructor_gives_keras_numbers() {
+    // keras.layers.BatchNormalization(): axis -1, epsilon 1e-3, momentum 0.99 (the
+    // moving average keeps 0.99 of itself), biased moving variance.
+    let mut bn = BatchNorm::<f64>::keras(2);
+    assert_eq!(bn.axis_value(), -1);
+    assert_eq!(bn.eps_value(), 1e-3);
+    assert!(!bn.is_running_var_unbiased());
+    let x = [1.0, 10.0, 2.0, 20.0, 4.0, 40.0, 5.0, 30.0]; // (4, 2), channels last
+    let (y, _) = bn.forward(t64(&[4, 2], &x).view()).unwrap();
+    let (m0, m1) = (3.0, 25.0);
+    let (v0, v1) = ((4.0 + 1.0 + 1.0 + 4.0) / 4.0, (225.0 + 25.0 + 225.0 + 25.0) / 4.0);
+    assert_close("y0", &[y.data()[0]], &[(1.0 - m0) / (v0 + 1e-3f64).sqrt()], 1e-14, 1e-14);
+    let rm = bn.running_mean.as_ref().unwrap().data().to_vec();
+    let rv = bn.running_var.as_ref().unwrap().data().to_vec();
+    assert_close("moving_mean", &rm, &[0.01 * m0, 0.01 * m1], 1e-15, 1e-12);
+    assert_close("moving_variance", &rv, &[0.99 + 0.01 * v0, 0.99 + 0.01 * v1], 1e-15, 1e-12);
+}
+
+#[test]
+fn eval_uses_running_statistics_and_leaves_them() {
+    let mut bn = BatchNorm::<f32>::new(3);
+    let x = Tensor::new(&[4, 3], (0..12).map(|v| v as f32).collect()).unwrap();
+    bn.forward(x.view()).unwrap();
+    let before = bn.clone();
+    bn.eval();
+    let (y, saved) = bn.forward(x.view()).unwrap();
+    assert!(!saved.batch_stats);
+    assert_eq!(bn.running_mean, before.running_mean);
+    assert_eq!(bn.running_var, before.running_var);
+    assert_eq!(bn.num_batches_tracked, 1);
+    let rm = before.running_mean.unwrap();
+    let rv = before.running_var.unwrap();
+    let want = ops::batch_norm_eval(x.view(), 1, rm.view(), rv.view(), None, None, 1e-5).unwrap();
+    assert_eq!(y, want);
+}
+
+#[test]
+fn eval_without_running_statistics_uses_the_batch() {
+    let mut bn = BatchNorm::<f64>::new(2).track_running_stats(false);
+    assert!(bn.running_mean.is_none() && bn.running_var.is_none());
+    let x = t64(&[3, 2, 2], &random_vec(12, rand::random(), 1.0, 2.0));
+    let (y_train, _) = bn.forward(x.view()).unwrap();
+    bn.eval();
+    let (y_eval, saved) = bn.forward(x.view()).unwrap();
+    assert!(saved.batch_stats);
+    assert_eq!(y_train, y_eval);
+    assert_eq!(bn.num_batches_tracked, 0);
+    assert!(bn.fold_into_affine().is_err());
+}
+
+#[test]
+fn fold_into_affine_reproduces_eval() {
+    let c = 4;
+    let mut bn = BatchNorm::<f64>::new(c).axis(-1);
+    let seed = rand::random::<u32>() as u64;
+    bn.weight = Some(t64(&[c], &random_vec(c, seed, 1.0, 0.5)));
+    bn.bias = Some(t64(&[c], &random_vec(c, seed + 1, 0.0, 1.0)));
+    for k in 0..3 {
+        bn.forward(t64(&[6, 2, c], &random_vec(48, seed + 2 + k, 3.0, 2.0)).view()).unwrap();
+    }
+    bn.eval();
+    let x = random_vec(48, seed + 9, 3.0, 2.0);
+    let (y, _) = bn.forward(t64(&[6, 2, c], &x).view()).unwrap();
+    let f = bn.fold_into_affine().unwrap();
+    let folded: Vec<f64> =
+        x.iter().enumerate().map(|(i, v)| v * f.scale.data()[i % c] + f.shift.data()[i % c]).collect();
+    assert_close("folded", &folded, y.data(), 1e-13, 1e-13);
+}
+
+#[test]
+fn momentum_zero_keeps_statistics_and_counts_the_batch() {
+    let mut bn = BatchNorm::<f64>::new(2).momentum(Some(0.0));
+    bn.forward(t64(&[3, 2], &[1.0, 2.0, 3.0, 5.0, 8.0, 13.0]).view()).unwrap();
+    assert_eq!(bn.running_mean.as_ref().unwrap().data(), &[0.0, 0.0]);
+    assert_eq!(bn.running_var.as_ref().unwrap().data(), &[1.0, 1.0]);
+    assert_eq!(bn.num_batches_tracked, 1);
+}
+
+// ---------------------------------------------------------------- hostile values
+
+#[test]
+fn channels_last_large_offset_keeps_two_pass_accuracy() {
+    // mean 1e6, spread 1e-3, channel on the last axis (inner = 1): a value-by-value
+    // Welford update would lose about n·eps·|mean|/sd of the variance here.
+    let (n, c) = (4099usize, 3usize);
+    let x: Vec<f64> = random_vec(n * c, rand::random(), 0.0, 1.0).iter().map(|v| 1e6 + 1e-3 * v).collect();
+    let out = ops::batch_norm_train(t64(&[n, c], &x).view(), -1, None, None, 0.0).unwrap();
+    let want = ref_batch_norm(&x, &[n, c], 1, None, None, 0.0);
+    assert_close("save_rstd", out.save_rstd.data(), &want.rstd, 0.0, 1e-11);
+    assert_close("save_mean", out.save_mean.data(), &want.mean, 0.0, 2.0 * f64::EPSILON);
+}
+
+#[test]
+fn nan_and_inf_stay_in_their_channel() {
+    let shape = [4usize, 3, 5];
+    let mut x = random_vec(60, rand::random(), 0.0, 1.0);
+    x[5 + 2] = f64::NAN; // channel 1
+    x[15 * 2 + 10 + 3] = f64::INFINITY; // channel 2
+    let out = ops::batch_norm_train(t64(&shape, &x).view(), 1, None, None, 1e-5).unwrap();
+    let ch = channel_of(&shape, 1);
+    for (i, (&v, &k)) in out.y.data().iter().zip(&ch).enumerate() {
+        match k {
+            0 => assert!(v.is_finite(), "y[{i}] = {v}"),
+            _ => assert!(v.is_nan(), "y[{i}] = {v}"),
+        }
+    }
+    assert!(out.save_rstd.data()[0].is_finite() && out.save_rstd.data()[1].is_nan());
+    // f32 data near 1e30: the f64 statistics do not overflow.
+    let big: Vec<f32> = random_vec(24, rand::random(), 0.0, 1e30).iter().map(|&v| v as f32).collect();
+    let out = ops::batch_norm_train(Tensor::new(&[8, 3], big).unwrap().view(), 1, None, None, 1e-5).unwrap();
+    assert!(out.y.data().iter().all(|v| v.is_finite() && v.abs() < 3.0));
+}
+
+#[test]
+fn empty_batch_in_eval_gives_an_empty_output_and_in_training_an_error() {
+    let x = Tensor::<f64>::new(&[0, 3, 4], vec![]).unwrap();
+    let (rm, rv) = (t64(&[3], &[0.0; 3]), t64(&[3], &[1.0; 3]));
+    let y = ops::batch_norm_eval(x.view(), 1, rm.view(), rv.view(), None, None, 1e-5).unwrap();
+    assert_eq!(y.shape(), &[0, 3, 4]);
+    assert!(ops::batch_norm_train(x.view(), 1, None, None, 1e-5).is_err());
+    let mut bn = BatchNorm::<f64>::new(3);
+    assert!(bn.forward(x.view()).is_err());
+    bn.eval();
+    assert_eq!(bn.forward(x.view()).unwrap().0.shape(), &[0, 3, 4]);
+}
+
+// ---------------------------------------------------------------- errors
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let x = t64(&[4, 3], &[0.5; 12]);
+    let one = t64(&[1, 3], &[1.0, 2.0, 3.0]);
+    let c3 = t64(&[3], &[1.0; 3]);
+    let c4 = t64(&[4], &[1.0; 4]);
+    // One value per channel in training, as PyTorch refuses.
+    let e = ops::batch_norm_train(one.view(), 1, None, None, 1e-5).unwrap_err();
+    assert!(e.to_string().contains("more than one value per channel"), "{e}");
+    assert!(ops::batch_norm_train(t64(&[1, 4, 1, 1], &[1.0; 4]).view(), 1, None, None, 1e-5).is_err());
+    // ... but eval with running statistics is fine.
+    assert!(ops::batch_norm_eval(one.view(), 1, c3.view(), c3.view(), None, None, 1e-5).is_ok());
+    // Wrong parameter lengths.
+    assert!(matches!(
+        ops::batch_norm_train(x.view(), 1, Some(c4.view()), None, 1e-5),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(ops::batch_norm_train(x.view(), 1, None, Some(c4.view()), 1e-5).is_err());
+    let e =
+        ops::batch_norm_eval(x.view(), 1, t64(&[2], &[0.0; 2]).view(), t64(&[2], &[1.0; 2]).view(), None, None, 1e-5)
+            .unwrap_err();
+    assert!(e.to_string().contains("3 channels"), "{e}");
+    // Axis and rank.
+    assert!(ops::batch_norm_train(x.view(), 2, None, None, 1e-5).is_err());
+    assert!(ops::batch_norm_train(x.view(), -3, None, None, 1e-5).is_err());
+    assert!(ops::batch_norm_train(t64(&[5], &[1.0; 5]).view(), 0, None, None, 1e-5).is_err());
+    // eps and momentum.
+    assert!(ops::batch_norm_train(x.view(), 1, None, None, -1.0).is_err());
+    assert!(ops::batch_norm_train(x.view(), 1, None, None, f64::NAN).is_err());
+    let out = ops::batch_norm_train(x.view(), 1, None, None, 1e-5).unwrap();
+    let (mut rm, mut rv, mut n) = (t64(&[3], &[0.0; 3]), c3.clone(), 0u64);
+    assert!(ops::batch_norm_update_running(&mut rm, &mut rv, &mut n, &out.batch_stats, Some(1.5), true).is_err());
+    assert_eq!((n, rm.data()), (0, &[0.0; 3][..]), "a refused update changes nothing");
+    // Backward shapes.
+    let dy_bad = t64(&[4, 4], &[1.0; 16]);
+    assert!(ops::batch_norm_backward(
+        dy_bad.view(),
+        x.view(),
+        1,
+        out.save_mean.view(),
+        out.save_rstd.view(),
+        None,
+        false
+    )
+    .is_err());
+    assert!(ops::batch_norm_backward(x.view(), x.view(), 1, c4.view(), out.save_rstd.view(), None, false).is_err());
+    // Kernel buffers.
+    let layout = ChannelLayout { outer: 4, channels: 3, inner: 1 };
+    let mut y = vec![0.0; 11];
+    assert!(kernels::batch_norm_apply(x.data(), layout, &[0.0; 3], &[1.0; 3], None, &mut y).is_err());
+    // Module: wrong channel count, and a failed forward changes nothing.
+    let mut bn = BatchNorm::<f64>::new(4);
+    let e = bn.forward(x.view()).unwrap_err();
+    assert!(e.to_string().contains("4"), "{e}");
+    let mut bn = BatchNorm::<f64>::new(3);
+    assert!(bn.forward(one.view()).is_err());
+    assert_eq!(bn.num_batches_tracked, 0);
+    bn.weight = Some(c4);
+    assert!(bn.forward(x.view()).is_err());
+    assert!(bn.fold_into_affine().is_err());
+}

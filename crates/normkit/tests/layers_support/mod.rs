@@ -1,0 +1,98 @@
+//! Helpers shared by the tests of BatchNorm, GroupNorm, InstanceNorm, Lp and
+//! mean-variance normalization: compensated sums for the references, the pass
+//! rule, finite differences and seeded random data.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng};
+
+/// Compensated (Neumaier) sum: the references' sums carry no rounding to speak of.
+pub fn sum(it: impl Iterator<Item = f64>) -> f64 {
+    let (mut s, mut c) = (0.0f64, 0.0f64);
+    for x in it {
+        let t = s + x;
+        c += if s.abs() >= x.abs() { (s - t) + x } else { (x - t) + s };
+        s = t;
+    }
+    s + c
+}
+
+/// `|got - want| <= atol + rtol·|want|`, NaN matches NaN, an infinity itself.
+pub fn close(g: f64, w: f64, atol: f64, rtol: f64) -> bool {
+    if w.is_nan() {
+        g.is_nan()
+    } else if w.is_infinite() {
+        g == w
+    } else {
+        (g - w).abs() <= atol + rtol * w.abs()
+    }
+}
+
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(close(*g, *w, atol, rtol), "{what}[{i}]: got {g:e}, want {w:e} (atol {atol:e}, rtol {rtol:e})");
+    }
+}
+
+/// Like [`assert_close`] with a tolerance per element.
+pub fn assert_within(what: &str, got: &[f64], want: &[f64], tol: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((g, w), t)) in got.iter().zip(want).zip(tol).enumerate() {
+        assert!(close(*g, *w, *t, 0.0), "{what}[{i}]: got {g:e}, want {w:e} (tol {t:e})");
+    }
+}
+
+pub fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+pub fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Central differences of a loss at `theta`, step relative to |θ|.
+pub fn finite_diff(theta: &[f64], loss: impl Fn(&[f64]) -> f64) -> Vec<f64> {
+    let mut t = theta.to_vec();
+    (0..theta.len())
+        .map(|i| {
+            let h = 1e-6 * (1.0 + theta[i].abs());
+            t[i] = theta[i] + h;
+            let up = loss(&t);
+            t[i] = theta[i] - h;
+            let down = loss(&t);
+            t[i] = theta[i];
+            (up - down) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// `len` values `offset + scale·u`, `u` uniform in [-1, 1), from `seed`.
+pub fn random_vec(len: usize, seed: u64, offset: f64, scale: f64) -> Vec<f64> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len).map(|_| offset + scale * rng.random_range(-1.0..1.0)).collect()
+}
+
+/// A random shape of rank `rank` with dims drawn from sizes including 1 and primes.
+pub fn random_shape(rng: &mut impl Rng, rank: usize) -> Vec<usize> {
+    const DIMS: [usize; 8] = [1, 2, 3, 4, 5, 7, 11, 13];
+    (0..rank).map(|_| DIMS[rng.random_range(0..DIMS.len())]).collect()
+}
+
+/// Product of dims.
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// The channel coordinate of each flat (row-major) index for the channel on `axis`.
+pub fn channel_of(shape: &[usize], axis: usize) -> Vec<usize> {
+    let inner: usize = shape[axis + 1..].iter().product();
+    (0..numel(shape)).map(|i| (i / inner) % shape[axis]).collect()
+}
+
+/// Value distributions for property tests: (offset, scale) pairs, from ordinary
+/// to hostile (large offset with small spread, huge magnitudes).
+pub const VALUE_KINDS: [(f64, f64); 5] = [(0.0, 1.0), (5.0, 3.0), (1e6, 1e-3), (0.0, 1e30), (-20.0, 100.0)];

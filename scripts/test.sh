@@ -17,10 +17,10 @@ cargo test --workspace --locked
 # Conformance: every op implemented so far, on the cases beside the repository.
 CONFORMANCE_DIR="${CONFORMANCE_DIR:-../shared/conformance}"
 if [ -d "$CONFORMANCE_DIR" ]; then
-  cargo build --release --locked -p normkit-cli
+  normkit() { cargo run --release --locked --quiet -p normkit-cli -- "$@"; }
   for op in layer_norm rms_norm; do
     echo "== normkit conformance --op $op $CONFORMANCE_DIR"
-    ./target/release/normkit conformance --op "$op" "$CONFORMANCE_DIR"
+    normkit conformance --op "$op" "$CONFORMANCE_DIR"
   done
 else
   echo "== conformance skipped: $CONFORMANCE_DIR not found"

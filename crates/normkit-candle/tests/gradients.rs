@@ -1,0 +1,234 @@
+//! Gradients of normkit-candle's ops: against central finite differences (f64)
+//! and against candle's composed implementation (same function, candle's
+//! autograd), on random inputs with fresh seeds.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use normkit_candle::ops;
+use rand::{Rng, SeedableRng};
+
+fn rng() -> rand::rngs::StdRng {
+    let seed: u64 = rand::rng().random();
+    eprintln!("seed {seed}");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+fn randn(rng: &mut impl Rng, dims: &[usize], scale: f64, offset: f64) -> Result<Tensor> {
+    let n: usize = dims.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| offset + scale * (rng.random::<f64>() * 2.0 - 1.0)).collect();
+    Tensor::from_vec(v, dims, &Device::Cpu)
+}
+
+fn values(t: &Tensor) -> Result<Vec<f64>> {
+    t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs() / (1.0 + w.abs());
+        assert!(err <= tol, "{what}[{i}]: got {g}, want {w} (error {err:e} > {tol:e})");
+    }
+}
+
+/// `f(inputs)` for a scalar loss `Σ f(x) · r` and its gradient by the op's backward.
+type Op = dyn Fn(&[Tensor]) -> Result<Tensor>;
+
+/// Checks the backward of `f` with respect to every input against central finite
+/// differences of `L = Σ f(inputs) · r`, in f64.
+fn check_finite_differences(name: &str, f: &Op, inputs: &[Tensor], rng: &mut impl Rng) -> Result<()> {
+    let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&tensors)?;
+    let r = randn(rng, y.dims(), 1.0, 0.0)?;
+    let loss = |ts: &[Tensor]| -> Result<f64> { (f(ts)? * &r)?.sum_all()?.to_scalar::<f64>() };
+    let grads = (&y * &r)?.sum_all()?.backward()?;
+    let h = 1e-6;
+    for (k, t) in tensors.iter().enumerate() {
+        let Some(g) = grads.get(t) else { panic!("{name}: no gradient for input {k}") };
+        let g = values(g)?;
+        let base = values(t)?;
+        let mut numeric = Vec::with_capacity(base.len());
+        for i in 0..base.len() {
+            let at = |d: f64| -> Result<f64> {
+                let mut v = base.clone();
+                v[i] += d;
+                let mut ts = tensors.iter().map(|t| t.detach()).collect::<Vec<_>>();
+                ts[k] = Tensor::from_vec(v, t.dims(), &Device::Cpu)?;
+                loss(&ts)
+            };
+            numeric.push((at(h)? - at(-h)?) / (2.0 * h));
+        }
+        assert_close(&format!("{name} d(input {k})"), &g, &numeric, 1e-6);
+    }
+    Ok(())
+}
+
+/// Checks forward values and gradients of `fast` (kernel path) against `slow`
+/// (candle's composed ops) in dtype `dtype`.
+fn check_against_composed(name: &str, fast: &Op, slow: &Op, inputs: &[Tensor], dtype: DType, tol: f64) -> Result<()> {
+    let inputs: Vec<Tensor> = inputs.iter().map(|t| t.to_dtype(dtype)).collect::<Result<_>>()?;
+    let mut rng = rng();
+    let mut outs = Vec::new();
+    for f in [fast, slow] {
+        let vars: Vec<Var> = inputs.iter().map(Var::from_tensor).collect::<Result<_>>()?;
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let y = f(&ts)?;
+        outs.push((y, ts));
+    }
+    let r = randn(&mut rng, outs[0].0.dims(), 1.0, 0.0)?.to_dtype(dtype)?;
+    let mut results = Vec::new();
+    for (y, ts) in &outs {
+        let grads = (y * &r)?.sum_all()?.backward()?;
+        let mut gs = vec![values(y)?];
+        for (k, t) in ts.iter().enumerate() {
+            let Some(g) = grads.get(t) else { panic!("{name}: no gradient for input {k}") };
+            gs.push(values(g)?);
+        }
+        results.push(gs);
+    }
+    for (k, (got, want)) in results[0].iter().zip(&results[1]).enumerate() {
+        let what = if k == 0 { "y".to_string() } else { format!("d(input {})", k - 1) };
+        assert_close(&format!("{name} {dtype:?} {what}"), got, want, tol);
+    }
+    Ok(())
+}
+
+fn ln(ts: &[Tensor]) -> Result<Tensor> {
+    ops::layer_norm(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
+fn ln_composed(ts: &[Tensor]) -> Result<Tensor> {
+    ops::layer_norm_composed(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
+fn rms(ts: &[Tensor]) -> Result<Tensor> {
+    ops::rms_norm(&ts[0], Some(&ts[1]), 1e-6)
+}
+fn rms_composed(ts: &[Tensor]) -> Result<Tensor> {
+    ops::rms_norm_composed(&ts[0], Some(&ts[1]), 1e-6)
+}
+fn bn(ts: &[Tensor]) -> Result<Tensor> {
+    Ok(ops::batch_norm_train(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)?.0)
+}
+fn gn(ts: &[Tensor]) -> Result<Tensor> {
+    ops::group_norm(&ts[0], 2, Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
+fn gn_composed(ts: &[Tensor]) -> Result<Tensor> {
+    ops::group_norm_composed(&ts[0], 2, Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
+fn inorm(ts: &[Tensor]) -> Result<Tensor> {
+    ops::instance_norm(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
+
+/// BatchNorm composed of candle ops, written from the formula.
+fn bn_reference(ts: &[Tensor]) -> Result<Tensor> {
+    let (x, w, b) = (&ts[0], &ts[1], &ts[2]);
+    let mut shape = vec![1; x.rank()];
+    shape[1] = x.dims()[1];
+    let mut axes: Vec<usize> = (0..x.rank()).collect();
+    axes.remove(1);
+    let mean = x.mean_keepdim(axes.as_slice())?;
+    let xc = x.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(axes.as_slice())?;
+    let y = xc.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+    y.broadcast_mul(&w.reshape(shape.as_slice())?)?.broadcast_add(&b.reshape(shape.as_slice())?)
+}
+
+#[test]
+fn layer_norm_and_rms_norm_match_finite_differences() -> Result<()> {
+    let mut rng = rng();
+    for &(rows, n) in &[(1, 1), (3, 5), (4, 7), (2, 13)] {
+        let x = randn(&mut rng, &[rows, n], 2.0, 0.5)?;
+        let w = randn(&mut rng, &[n], 1.0, 1.0)?;
+        let b = randn(&mut rng, &[n], 1.0, 0.0)?;
+        check_finite_differences("layer_norm", &ln, &[x.clone(), w.clone(), b], &mut rng)?;
+        check_finite_differences("rms_norm", &rms, &[x, w], &mut rng)?;
+    }
+    // A 3-d input normalizes its last dimension.
+    let x = randn(&mut rng, &[2, 3, 4], 1.0, -3.0)?;
+    let w = randn(&mut rng, &[4], 1.0, 1.0)?;
+    let b = randn(&mut rng, &[4], 1.0, 0.0)?;
+    check_finite_differences("layer_norm 3-d", &ln, &[x, w, b], &mut rng)
+}
+
+#[test]
+fn channel_norms_match_finite_differences() -> Result<()> {
+    let mut rng = rng();
+    for dims in [&[5, 3][..], &[3, 4, 5], &[2, 4, 3, 2]] {
+        let c = dims[1];
+        let x = randn(&mut rng, dims, 2.0, 1.0)?;
+        let w = randn(&mut rng, &[c], 1.0, 1.0)?;
+        let b = randn(&mut rng, &[c], 1.0, 0.0)?;
+        check_finite_differences("batch_norm", &bn, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
+        if dims.len() > 2 {
+            check_finite_differences("group_norm", &gn, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
+            check_finite_differences("instance_norm", &inorm, &[x, w, b], &mut rng)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn kernel_path_matches_candle_composed_ops() -> Result<()> {
+    let mut rng = rng();
+    for &(dtype, tol) in &[(DType::F64, 1e-12), (DType::F32, 2e-5)] {
+        let x = randn(&mut rng, &[6, 31], 3.0, 2.0)?;
+        let w = randn(&mut rng, &[31], 1.0, 1.0)?;
+        let b = randn(&mut rng, &[31], 1.0, 0.0)?;
+        check_against_composed("layer_norm", &ln, &ln_composed, &[x.clone(), w.clone(), b], dtype, tol)?;
+        check_against_composed("rms_norm", &rms, &rms_composed, &[x, w], dtype, tol)?;
+
+        let x = randn(&mut rng, &[7, 4, 3, 3], 2.0, -1.0)?;
+        let w = randn(&mut rng, &[4], 1.0, 1.0)?;
+        let b = randn(&mut rng, &[4], 1.0, 0.0)?;
+        check_against_composed("group_norm", &gn, &gn_composed, &[x.clone(), w.clone(), b.clone()], dtype, tol)?;
+        check_against_composed("batch_norm", &bn, &bn_reference, &[x, w, b], dtype, tol)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn non_contiguous_inputs_are_handled() -> Result<()> {
+    let mut rng = rng();
+    let x = randn(&mut rng, &[5, 6], 1.0, 0.0)?;
+    let xt = x.t()?; // [6, 5], strided
+    let want = ops::layer_norm_composed(&xt, None, None, 1e-5)?;
+    let got = ops::layer_norm(&xt, None, None, 1e-5)?;
+    assert_close("layer_norm of a transposed input", &values(&got)?, &values(&want)?, 1e-12);
+    // An input that starts at an offset in its storage.
+    let tail = x.narrow(0, 2, 3)?;
+    let want = ops::rms_norm_composed(&tail, None, 1e-6)?;
+    let got = ops::rms_norm(&tail, None, 1e-6)?;
+    assert_close("rms_norm of a narrowed input", &values(&got)?, &values(&want)?, 1e-12);
+    Ok(())
+}
+
+#[test]
+fn other_dtypes_fall_back_to_composed_ops_with_a_gradient() -> Result<()> {
+    let mut rng = rng();
+    let x = Var::from_tensor(&randn(&mut rng, &[3, 8], 1.0, 0.0)?.to_dtype(DType::BF16)?)?;
+    let w = Var::from_tensor(&Tensor::ones(8, DType::BF16, &Device::Cpu)?)?;
+    let b = Var::from_tensor(&Tensor::zeros(8, DType::BF16, &Device::Cpu)?)?;
+    let y = ops::layer_norm(x.as_tensor(), Some(w.as_tensor()), Some(b.as_tensor()), 1e-5)?;
+    let grads = y.to_dtype(DType::F32)?.sqr()?.sum_all()?.backward()?;
+    for (name, t) in [("x", &x), ("weight", &w), ("bias", &b)] {
+        assert!(grads.get(t.as_tensor()).is_some(), "bf16 layer_norm: no gradient for {name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn bad_arguments_are_errors() -> Result<()> {
+    let x = Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?;
+    let w4 = Tensor::ones(4, DType::F32, &Device::Cpu)?;
+    let w3_f64 = Tensor::ones(3, DType::F64, &Device::Cpu)?;
+    assert!(ops::layer_norm(&x, Some(&w4), None, 1e-5).is_err());
+    assert!(ops::layer_norm(&x, Some(&w3_f64), None, 1e-5).is_err());
+    assert!(ops::layer_norm(&x, None, None, -1.0).is_err());
+    assert!(ops::rms_norm(&x, Some(&w4), 1e-5).is_err());
+    let img = Tensor::zeros((2, 3, 4), DType::F32, &Device::Cpu)?;
+    assert!(ops::group_norm(&img, 2, None, None, 1e-5).is_err());
+    assert!(ops::group_norm(&img, 0, None, None, 1e-5).is_err());
+    assert!(ops::instance_norm(&x, None, None, 1e-5).is_err());
+    let empty = Tensor::zeros((2, 0), DType::F32, &Device::Cpu)?;
+    assert!(ops::layer_norm(&empty, None, None, 1e-5).is_err());
+    Ok(())
+}

@@ -17,11 +17,15 @@ enum Command {
     /// Check normkit against conformance cases (ONNX, PyTorch, scikit-learn test
     /// vectors): one line per failing case, then "N passed, M failed".
     Conformance(commands::conformance::Args),
+    /// Measure each op's effective memory bandwidth beside the machine's copy
+    /// bandwidth (and peers' times with --compare).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::Conformance(args) => commands::conformance::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }

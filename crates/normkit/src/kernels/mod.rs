@@ -5,12 +5,14 @@
 //! [`crate::ops`], which checks shapes and calls these. Every kernel checks the
 //! lengths of what it is given and returns an [`Error`] rather than panicking.
 //!
-//! Each kernel is plain scalar code written for clarity; statistics accumulate in
-//! [`Float::Acc`] and outputs round once, at the end.
+//! Statistics accumulate in [`Float::Acc`] and outputs round once, at the end.
+//! LayerNorm and RMSNorm run SIMD code chosen at run time, over rayon's threads,
+//! with results that do not depend on the thread count (see `simd.rs`).
 
 mod batch_norm;
 mod layer_norm;
 mod rms_norm;
+mod simd;
 
 pub use batch_norm::{
     batch_norm_apply, batch_norm_backward, batch_norm_backward_dx, batch_norm_backward_reduce,

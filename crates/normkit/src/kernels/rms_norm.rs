@@ -1,9 +1,16 @@
 //! RMSNorm over rows of `n` values (Zhang & Sennrich, 2019).
+//!
+//! Built like [`super::layer_norm`]: one sweep of each row from memory for its
+//! statistic, a second from cache for the output, SIMD by run-time dispatch,
+//! rows over rayon, non-temporal stores for outputs larger than half the L3,
+//! and `dweight` partials per fixed block of rows added in block order.
 
+use super::simd::{self, CHUNK};
 use super::{check_buf, check_eps, rows_of, write_param_grads};
 use crate::error::Result;
 use crate::float::{AccFloat, Float};
-use num_traits::{Float as _, One as _, Zero as _};
+use num_traits::{Float as _, Zero as _};
+use rayon::prelude::*;
 
 /// RMSNorm forward over `x` viewed as `[rows, n]`:
 ///
@@ -12,9 +19,11 @@ use num_traits::{Float as _, One as _, Zero as _};
 /// y_j  = x_j · rstd · weight_j
 /// ```
 ///
-/// Writes `y` (`[rows, n]`) and the per-row `rstd` (`[rows]`). The mean square is a
-/// sum of non-negative terms in `T::Acc`, well conditioned without centring; for
-/// `f32` data the `f64` sum cannot overflow (PyTorch's `f32` sum does above ~1e19).
+/// Writes `y` (`[rows, n]`) and the per-row `rstd` (`[rows]`) into the caller's
+/// buffers; nothing is allocated. The mean square is a sum of non-negative terms
+/// in `T::Acc`, well conditioned without centring; for `f32` data the `f64` sum
+/// cannot overflow (PyTorch's `f32` sum does above ~1e19). Results are bitwise
+/// identical with any number of threads.
 pub fn rms_norm_forward<T: Float>(
     x: &[T],
     n: usize,
@@ -28,17 +37,63 @@ pub fn rms_norm_forward<T: Float>(
     check_buf("y", y.len(), x.len())?;
     check_buf("rstd", rstd.len(), rows)?;
     let eps = check_eps::<T::Acc>(eps)?;
-    let inv_n = T::Acc::from_count(n as u64).recip();
+    let stream = simd::should_stream::<T>(y.len());
 
+    let task = |x: &[T], y: &mut [T], rstd: &mut [T]| {
+        simd::vectorized(
+            #[inline(always)]
+            || forward_rows(x, n, weight, eps, y, rstd, stream),
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    };
+    if simd::worth_threads(x.len()) {
+        let rpt = simd::rows_per_task(n);
+        let tasks = x.par_chunks(rpt * n).zip(y.par_chunks_mut(rpt * n)).zip(rstd.par_chunks_mut(rpt));
+        tasks.for_each(|((x, y), r)| task(x, y, r));
+    } else {
+        task(x, y, rstd);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn forward_rows<T: Float>(
+    x: &[T],
+    n: usize,
+    weight: Option<&[T]>,
+    eps: T::Acc,
+    y: &mut [T],
+    rstd: &mut [T],
+    stream: bool,
+) {
+    let inv_n = T::Acc::from_count(n as u64).recip();
+    let mut buf = [T::default(); CHUNK];
     for ((xr, yr), r) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd.iter_mut()) {
-        let sum_sq = xr.iter().fold(T::Acc::zero(), |s, &xj| s + xj.to_acc() * xj.to_acc());
+        let sum_sq = simd::lane_sum(xr, |x| x * x);
         let rs = (sum_sq * inv_n + eps).sqrt().recip();
-        for (j, (yj, &xj)) in yr.iter_mut().zip(xr).enumerate() {
-            *yj = T::from_acc(xj.to_acc() * rs * super::param_at(weight, j, T::Acc::one()));
+        for (c, (xc, yc)) in xr.chunks(CHUNK).zip(yr.chunks_mut(CHUNK)).enumerate() {
+            let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+            match weight {
+                // The weight was checked to hold `n` values.
+                Some(w) => {
+                    for ((o, &x), &w) in out.iter_mut().zip(xc).zip(&w[c * CHUNK..c * CHUNK + xc.len()]) {
+                        *o = T::from_acc(x.to_acc() * rs * w.to_acc());
+                    }
+                }
+                None => {
+                    for (o, &x) in out.iter_mut().zip(xc) {
+                        *o = T::from_acc(x.to_acc() * rs);
+                    }
+                }
+            }
+            if stream {
+                simd::stream_copy(yc, &buf[..xc.len()]);
+            }
         }
         *r = T::from_acc(rs);
     }
-    Ok(())
 }
 
 /// RMSNorm backward: the gradients of `L = Σ y · dy` given the forward's saved
@@ -49,7 +104,11 @@ pub fn rms_norm_forward<T: Float>(
 /// dweight_j = Σ_rows dy_j · x̂_j
 /// ```
 ///
-/// Two passes over each (cached) row, the parameter gradient reduced in row order.
+/// One sweep of each row of `(x, dy)` from memory for the mean, a second from
+/// cache for `dx` and the row's `dweight` terms, which go into the partial of
+/// its fixed block of rows; the partials are added in block order, so results
+/// are bitwise identical with any number of threads. Beyond the outputs this
+/// allocates only the partials (at most 8 MiB; none without `dweight`).
 pub fn rms_norm_backward<T: Float>(
     dy: &[T],
     x: &[T],
@@ -66,29 +125,91 @@ pub fn rms_norm_backward<T: Float>(
     check_buf("dx", dx.len(), x.len())?;
     super::check_param("dweight", dweight.as_deref(), n)?;
 
-    let zero = T::Acc::zero();
-    let mut dw_acc = vec![zero; if dweight.is_some() { n } else { 0 }];
-    let inv_n = T::Acc::from_count(n as u64).recip();
+    let want_dw = dweight.is_some();
+    let stream = simd::should_stream::<T>(dx.len());
+    let part_len = if want_dw { n } else { 1 };
+    let block_rows = match want_dw {
+        false => simd::rows_per_task(n),
+        true => rows.div_ceil(simd::param_blocks::<T::Acc>(rows, n, 1)).max(1),
+    };
+    let blocks = rows.div_ceil(block_rows).max(1);
+    let mut partials = vec![T::Acc::zero(); blocks * part_len];
 
-    let rows_iter = x.chunks_exact(n).zip(dy.chunks_exact(n)).zip(dx.chunks_exact_mut(n));
-    for (((xr, dyr), dxr), &r) in rows_iter.zip(rstd) {
-        let r = r.to_acc();
-        let g = |j: usize, dyj: T| super::param_at(weight, j, T::Acc::one()) * dyj.to_acc();
-
-        let mut sum_gx = zero;
-        for (j, (&xj, &dyj)) in xr.iter().zip(dyr).enumerate() {
-            sum_gx = sum_gx + g(j, dyj) * xj.to_acc() * r;
+    type Refs<'a, T> = (((&'a [T], &'a [T]), &'a mut [T]), (&'a [T], &'a mut [<T as Float>::Acc]));
+    let task = |(((x, dy), dx), (rstd, part)): Refs<'_, T>| {
+        let dw = want_dw.then_some(part);
+        simd::vectorized(
+            #[inline(always)]
+            || backward_rows(x, dy, n, rstd, weight, dx, dw, stream),
+        );
+        if stream {
+            simd::stream_fence();
         }
+    };
+    let len = block_rows * n;
+    if simd::worth_threads(x.len()) {
+        let rows_it = x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len));
+        rows_it.zip(rstd.par_chunks(block_rows).zip(partials.par_chunks_mut(part_len))).for_each(task);
+    } else {
+        let rows_it = x.chunks(len).zip(dy.chunks(len)).zip(dx.chunks_mut(len));
+        rows_it.zip(rstd.chunks(block_rows).zip(partials.chunks_mut(part_len))).for_each(task);
+    }
+    if want_dw {
+        write_param_grads::<T>(simd::sum_blocks(&mut partials, part_len), dweight);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows<T: Float>(
+    x: &[T],
+    dy: &[T],
+    n: usize,
+    rstd: &[T],
+    weight: Option<&[T]>,
+    dx: &mut [T],
+    mut dw: Option<&mut [T::Acc]>,
+    stream: bool,
+) {
+    let inv_n = T::Acc::from_count(n as u64).recip();
+    let mut buf = [T::default(); CHUNK];
+    let rows = x.chunks_exact(n).zip(dy.chunks_exact(n)).zip(dx.chunks_exact_mut(n));
+    for (((xr, dyr), dxr), &r) in rows.zip(rstd) {
+        let r = r.to_acc();
+        // Sweep 1, from memory: mean(g · x̂).
+        let sum_gx = match weight {
+            Some(w) => simd::lane_sum_zip3(xr, dyr, w, |x, dy, w| (w * dy) * x * r),
+            None => simd::lane_sum_zip(xr, dyr, |x, dy| dy * x * r),
+        };
         let mean_gx = sum_gx * inv_n;
 
-        for (j, ((&xj, &dyj), dxj)) in xr.iter().zip(dyr).zip(dxr.iter_mut()).enumerate() {
-            let xh = xj.to_acc() * r;
-            *dxj = T::from_acc(r * (g(j, dyj) - xh * mean_gx));
-            if let Some(dw) = dw_acc.get_mut(j) {
-                *dw = *dw + dyj.to_acc() * xh;
+        // Sweep 2, from cache: dx, then the row's dweight terms.
+        let chunks = xr.chunks(CHUNK).zip(dyr.chunks(CHUNK)).zip(dxr.chunks_mut(CHUNK));
+        for (c, ((xc, dyc), dxc)) in chunks.enumerate() {
+            // `weight` and `dw` were checked to hold `n` values.
+            let range = c * CHUNK..c * CHUNK + xc.len();
+            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+            match weight {
+                Some(w) => {
+                    for (((o, &x), &dy), &w) in out.iter_mut().zip(xc).zip(dyc).zip(&w[range.clone()]) {
+                        *o = T::from_acc(r * (w.to_acc() * dy.to_acc() - x.to_acc() * r * mean_gx));
+                    }
+                }
+                None => {
+                    for ((o, &x), &dy) in out.iter_mut().zip(xc).zip(dyc) {
+                        *o = T::from_acc(r * (dy.to_acc() - x.to_acc() * r * mean_gx));
+                    }
+                }
+            }
+            if stream {
+                simd::stream_copy(dxc, &buf[..xc.len()]);
+            }
+            if let Some(dw) = dw.as_deref_mut() {
+                for ((a, &x), &dy) in dw[range].iter_mut().zip(xc).zip(dyc) {
+                    *a = *a + dy.to_acc() * (x.to_acc() * r);
+                }
             }
         }
     }
-    write_param_grads::<T>(&dw_acc, dweight);
-    Ok(())
 }

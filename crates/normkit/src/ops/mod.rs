@@ -20,8 +20,12 @@ pub use batch_norm::{
     batch_norm_backward, batch_norm_eval, batch_norm_eval_backward, batch_norm_fixed_backward, batch_norm_layout,
     batch_norm_train, batch_norm_update_running, resolve_axis, BatchNormOutput,
 };
-pub use layer_norm::{layer_norm, layer_norm_backward, LayerNormOutput};
-pub use rms_norm::{default_rms_eps, rms_norm, rms_norm_backward, RmsNormOutput};
+pub use layer_norm::{
+    layer_norm, layer_norm_backward, layer_norm_backward_into, layer_norm_into, LayerNormOutMut, LayerNormOutput,
+};
+pub use rms_norm::{
+    default_rms_eps, rms_norm, rms_norm_backward, rms_norm_backward_into, rms_norm_into, RmsNormOutput,
+};
 
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor, TensorRef};

@@ -1,0 +1,419 @@
+//! The machinery the fast LayerNorm/RMSNorm kernels share: runtime SIMD dispatch,
+//! fixed-lane reductions, non-temporal stores and a thread-count-independent
+//! split of the work.
+//!
+//! # SIMD, written once
+//!
+//! Every kernel body is plain Rust over fixed arrays of [`LANES`] accumulators,
+//! marked `#[inline(always)]` and run through [`vectorized`], which calls it
+//! inside a function compiled for the best instruction set the CPU has (pulp's
+//! run-time dispatch: AVX-512 (`x86-v4`), AVX2+FMA (`x86-v3`), NEON on aarch64,
+//! or plain scalar code). The compiler vectorizes the lane arrays for that
+//! instruction set, widening `f32` to `f64` with one instruction per vector.
+//!
+//! The lane count is fixed and no fused multiply-add is written, so the order of
+//! every floating-point operation is set by this code, not by the instruction set
+//! or the number of threads: results are bitwise the same on AVX-512, AVX2 and
+//! scalar code, and with 1, 2 or 16 threads.
+//!
+//! # Threads
+//!
+//! Rows are independent, so forward passes and `dx` split rows into tasks of
+//! about [`TASK_ELEMS`] elements, a size that depends on the shape only. The
+//! parameter gradients (`dweight`, `dbias`) are sums over rows: each of
+//! [`param_blocks`] fixed blocks of rows sums its rows in order into its own
+//! partial, and the partials are then added in block order. Neither split looks
+//! at the thread count.
+
+use crate::float::{AccFloat, Float};
+use crate::moments::Moments;
+#[cfg(doc)]
+use crate::moments::BLOCK;
+use num_traits::Zero as _;
+
+/// Accumulator lanes of every reduction: 16 `f64` lanes fill two AVX-512
+/// registers (four AVX2 registers), enough independent additions to hide the
+/// adder's latency.
+pub(crate) const LANES: usize = 16;
+
+/// Elements per chunk of a row in the elementwise passes: a chunk of `x`, `dy`
+/// and the output stays in L1 while all the work on it is done.
+pub(crate) const CHUNK: usize = 256;
+
+/// Elements of work per rayon task (rows are grouped until a task holds about
+/// this many): large enough that scheduling costs nothing measurable, small
+/// enough to balance two to sixteen threads on the benchmark shapes.
+pub(crate) const TASK_ELEMS: usize = 1 << 15;
+
+/// Outputs of at least this many bytes are written with non-temporal stores.
+/// Below it the output probably stays in cache for whatever reads it next, and
+/// bypassing the cache would hurt that reader; above it (half the 32 MiB L3 of
+/// the machines we measure on) the output cannot stay in cache anyway, and a
+/// non-temporal store saves the read-for-ownership of each output line, a third
+/// of the traffic of a forward pass.
+pub(crate) const STREAM_MIN_BYTES: usize = 16 << 20;
+
+/// Upper bound on the bytes of per-block `dweight`/`dbias` partials a backward
+/// pass allocates; see [`param_blocks`].
+const PARTIALS_MAX_BYTES: usize = 8 << 20;
+
+/// Most blocks of rows the parameter gradients are split into.
+const MAX_PARAM_BLOCKS: usize = 64;
+
+/// Runs `f` compiled for the best instruction set this CPU has (see the module
+/// docs). `f` and everything it calls on the hot path must be
+/// `#[inline(always)]` so that it is compiled inside the dispatched function.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(Inline(f))
+}
+
+struct Inline<F>(F);
+
+impl<R, F: FnOnce() -> R> pulp::WithSimd for Inline<F> {
+    type Output = R;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> R {
+        (self.0)()
+    }
+}
+
+/// Adds the lanes in a fixed pairwise tree: `(l, l+8)`, then `(l, l+4)`, ...
+#[inline(always)]
+pub(crate) fn reduce_lanes<A: AccFloat>(mut acc: [A; LANES]) -> A {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] = acc[l] + acc[l + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+/// `xs` as whole groups of [`LANES`] values (as arrays, so that the compiler
+/// sees [`LANES`] independent operations per group) and the remainder.
+#[inline(always)]
+fn lane_groups<T>(xs: &[T]) -> (impl Iterator<Item = &[T; LANES]>, &[T]) {
+    let chunks = xs.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    (chunks.filter_map(|c| <&[T; LANES]>::try_from(c).ok()), tail)
+}
+
+/// `Σ_i f(x_i)` in [`LANES`] lanes (element `i` goes to lane `i mod LANES`),
+/// reduced by [`reduce_lanes`].
+#[inline(always)]
+pub(crate) fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> T::Acc) -> T::Acc {
+    let mut acc = [T::Acc::zero(); LANES];
+    let (groups, tail) = lane_groups(xs);
+    for c in groups {
+        for l in 0..LANES {
+            acc[l] = acc[l] + f(c[l].to_acc());
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(tail) {
+        *a = *a + f(x.to_acc());
+    }
+    reduce_lanes(acc)
+}
+
+/// Adds `vals[i]` into lane `i mod LANES` of `acc` (the simplest reduction
+/// shape, which the compiler turns into whole-register additions).
+#[inline(always)]
+fn accumulate<A: AccFloat>(acc: &mut [A; LANES], vals: &[A]) {
+    let (groups, tail) = lane_groups(vals);
+    for g in groups {
+        for l in 0..LANES {
+            acc[l] = acc[l] + g[l];
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a = *a + v;
+    }
+}
+
+// The reductions below whose terms combine several inputs or give two sums
+// first evaluate the terms of a chunk into L1 arrays with an elementwise loop
+// (which the compiler vectorizes reliably), then `accumulate` them: element `i`
+// of the slice still goes to lane `i mod LANES`, since CHUNK is a multiple of
+// LANES. (Evaluating the terms straight into the lanes left the compiler's
+// straight-line vectorizer producing half-scalar code for these shapes: LayerNorm
+// backward ran 2.7 times slower.)
+
+/// `(Σ_i f(x_i).0, Σ_i f(x_i).1)`, two sums in one sweep, laid out as [`lane_sum`].
+#[inline(always)]
+pub(crate) fn lane_sum2<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> (T::Acc, T::Acc)) -> (T::Acc, T::Acc) {
+    let (mut a0, mut a1) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
+    let (mut t0, mut t1) = ([T::Acc::zero(); CHUNK], [T::Acc::zero(); CHUNK]);
+    for xc in xs.chunks(CHUNK) {
+        let (t0, t1) = (&mut t0[..xc.len()], &mut t1[..xc.len()]);
+        for ((p, q), &x) in t0.iter_mut().zip(t1.iter_mut()).zip(xc) {
+            (*p, *q) = f(x.to_acc());
+        }
+        accumulate(&mut a0, t0);
+        accumulate(&mut a1, t1);
+    }
+    (reduce_lanes(a0), reduce_lanes(a1))
+}
+
+/// `Σ_i f(x_i, y_i)` over two slices of equal length, laid out as [`lane_sum`].
+#[inline(always)]
+pub(crate) fn lane_sum_zip<T: Float>(xs: &[T], ys: &[T], f: impl Fn(T::Acc, T::Acc) -> T::Acc) -> T::Acc {
+    let mut acc = [T::Acc::zero(); LANES];
+    let mut t = [T::Acc::zero(); CHUNK];
+    for (xc, yc) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)) {
+        let t = &mut t[..xc.len()];
+        for ((p, &x), &y) in t.iter_mut().zip(xc).zip(yc) {
+            *p = f(x.to_acc(), y.to_acc());
+        }
+        accumulate(&mut acc, t);
+    }
+    reduce_lanes(acc)
+}
+
+/// `Σ_i f(x_i, y_i, z_i)` over three slices of equal length.
+#[inline(always)]
+pub(crate) fn lane_sum_zip3<T: Float>(
+    xs: &[T],
+    ys: &[T],
+    zs: &[T],
+    f: impl Fn(T::Acc, T::Acc, T::Acc) -> T::Acc,
+) -> T::Acc {
+    let mut acc = [T::Acc::zero(); LANES];
+    let mut t = [T::Acc::zero(); CHUNK];
+    for ((xc, yc), zc) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)).zip(zs.chunks(CHUNK)) {
+        let t = &mut t[..xc.len()];
+        for (((p, &x), &y), &z) in t.iter_mut().zip(xc).zip(yc).zip(zc) {
+            *p = f(x.to_acc(), y.to_acc(), z.to_acc());
+        }
+        accumulate(&mut acc, t);
+    }
+    reduce_lanes(acc)
+}
+
+/// `(Σ_i f(x_i, y_i).0, Σ_i f(x_i, y_i).1)` over two slices of equal length.
+#[inline(always)]
+pub(crate) fn lane_sum2_zip<T: Float>(
+    xs: &[T],
+    ys: &[T],
+    f: impl Fn(T::Acc, T::Acc) -> (T::Acc, T::Acc),
+) -> (T::Acc, T::Acc) {
+    let (mut a0, mut a1) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
+    let (mut t0, mut t1) = ([T::Acc::zero(); CHUNK], [T::Acc::zero(); CHUNK]);
+    for (xc, yc) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)) {
+        let (t0, t1) = (&mut t0[..xc.len()], &mut t1[..xc.len()]);
+        for (((p, q), &x), &y) in t0.iter_mut().zip(t1.iter_mut()).zip(xc).zip(yc) {
+            (*p, *q) = f(x.to_acc(), y.to_acc());
+        }
+        accumulate(&mut a0, t0);
+        accumulate(&mut a1, t1);
+    }
+    (reduce_lanes(a0), reduce_lanes(a1))
+}
+
+/// `(Σ_i f(x_i, y_i, z_i).0, Σ_i f(x_i, y_i, z_i).1)` over three slices of equal
+/// length.
+#[inline(always)]
+pub(crate) fn lane_sum2_zip3<T: Float>(
+    xs: &[T],
+    ys: &[T],
+    zs: &[T],
+    f: impl Fn(T::Acc, T::Acc, T::Acc) -> (T::Acc, T::Acc),
+) -> (T::Acc, T::Acc) {
+    let (mut a0, mut a1) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
+    let (mut t0, mut t1) = ([T::Acc::zero(); CHUNK], [T::Acc::zero(); CHUNK]);
+    for ((xc, yc), zc) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)).zip(zs.chunks(CHUNK)) {
+        let (t0, t1) = (&mut t0[..xc.len()], &mut t1[..xc.len()]);
+        for ((((p, q), &x), &y), &z) in t0.iter_mut().zip(t1.iter_mut()).zip(xc).zip(yc).zip(zc) {
+            (*p, *q) = f(x.to_acc(), y.to_acc(), z.to_acc());
+        }
+        accumulate(&mut a0, t0);
+        accumulate(&mut a1, t1);
+    }
+    (reduce_lanes(a0), reduce_lanes(a1))
+}
+
+/// Values per block in [`row_moments`]: 8 KiB of `f32` (16 KiB of `f64`), so
+/// the block's second sweep reads L1. [`Moments::from_slice`]'s 256 is too
+/// small here: each block ends in three lane reductions, four divisions and a
+/// Chan merge, about 130 cycles of latency, as long as the vectorized sweeps
+/// over 256 values themselves; 2048 makes that overhead about a sixth. Measured
+/// with a CPU-time probe on 16 rows of 4096 `f32` (in cache, one thread):
+/// LayerNorm forward 0.66 ns per element with blocks of 256, see the README for
+/// the current figure.
+pub(crate) const MOMENTS_BLOCK: usize = 2048;
+
+/// The [`Moments`] of a row by the algorithm of [`Moments::from_slice`] (shift
+/// by the first value, fixed blocks each summarised by the corrected two-pass
+/// algorithm while in L1, merged left to right by Chan's formula), with blocks
+/// of [`MOMENTS_BLOCK`] values and each block's two sweeps in [`LANES`] lanes.
+/// Rounding differs from [`Moments::from_slice`] (blocks of [`BLOCK`], one
+/// accumulator) only in the last bits; the error bounds are the same kind.
+#[inline(always)]
+pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
+    let Some(shift) = xs.first().map(|x| x.to_acc()) else {
+        return Moments::new();
+    };
+    let mut acc = Moments::new();
+    for block in xs.chunks(MOMENTS_BLOCK) {
+        let k = T::Acc::from_count(block.len() as u64);
+        let m = lane_sum(block, |x| x - shift) / k;
+        let (dev_sum, dev_sq) = lane_sum2(block, |x| {
+            let d = (x - shift) - m;
+            (d, d * d)
+        });
+        let block_moments = Moments::from_parts(block.len() as u64, m + dev_sum / k, dev_sq - dev_sum * dev_sum / k);
+        acc = acc.merge(&block_moments);
+    }
+    Moments::from_parts(acc.count(), acc.mean() + shift, acc.m2())
+}
+
+/// Whether an output of `len` elements of `T` is written with non-temporal
+/// stores (see [`STREAM_MIN_BYTES`]).
+#[inline]
+pub(crate) fn should_stream<T>(len: usize) -> bool {
+    len.saturating_mul(std::mem::size_of::<T>()) >= STREAM_MIN_BYTES
+}
+
+/// Copies `src` into `dst` (of equal length; a shorter one bounds the copy)
+/// with non-temporal stores, which write whole cache lines to memory without
+/// first reading them into the cache. Call [`stream_fence`] before another
+/// thread may read `dst`. On targets without them this is a plain copy.
+#[inline(always)]
+pub(crate) fn stream_copy<T: Float>(dst: &mut [T], src: &[T]) {
+    let len = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..len], &src[..len]);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let bytes = std::mem::size_of_val(dst);
+        let d = dst.as_mut_ptr().cast::<u8>();
+        let s = src.as_ptr().cast::<u8>();
+        // Bytes before the first 16-byte boundary of `dst`, then whole 16-byte
+        // units, then the rest.
+        let head = d.align_offset(16).min(bytes);
+        let body = (bytes - head) / 16 * 16;
+        // SAFETY: `d` and `s` point to `bytes` bytes of two distinct slices of
+        // the same plain-data type (`T: Float` is `f32` or `f64`, no padding,
+        // every bit pattern valid), so any byte range of them may be copied.
+        // Every access stays within `0..bytes`: `head <= bytes` and
+        // `head + body <= bytes`. `_mm_stream_si128` needs a 16-byte aligned
+        // destination, which `d + head` is by the choice of `head`; the loads
+        // are unaligned (`loadu`). SSE2, which both intrinsics need, is part of
+        // every x86_64 CPU.
+        unsafe {
+            std::ptr::copy_nonoverlapping(s, d, head);
+            let mut off = head;
+            while off < head + body {
+                let v = _mm_loadu_si128(s.add(off).cast::<__m128i>());
+                _mm_stream_si128(d.add(off).cast::<__m128i>(), v);
+                off += 16;
+            }
+            std::ptr::copy_nonoverlapping(s.add(off), d.add(off), bytes - off);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders this thread's earlier non-temporal stores before its later stores, so
+/// that a thread that synchronises with it afterwards (rayon's join) sees them.
+#[inline]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `sfence` has no operands and no preconditions; SSE is part of
+    // every x86_64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    }
+}
+
+/// Adds the partial sums of consecutive blocks of `len` accumulators
+/// (`partials = [block 0 | block 1 | ...]`) elementwise, in block order, into
+/// block 0, and returns it. `partials` must hold at least one block.
+pub(crate) fn sum_blocks<A: AccFloat>(partials: &mut [A], len: usize) -> &[A] {
+    let (first, rest) = partials.split_at_mut(len.min(partials.len()));
+    vectorized(
+        #[inline(always)]
+        || add_blocks(first, rest),
+    );
+    first
+}
+
+#[inline(always)]
+fn add_blocks<A: AccFloat>(first: &mut [A], rest: &[A]) {
+    for block in rest.chunks(first.len().max(1)) {
+        for (a, &b) in first.iter_mut().zip(block) {
+            *a = *a + b;
+        }
+    }
+}
+
+/// Rows per forward (or `dx`-only) task for rows of `n` elements: about
+/// [`TASK_ELEMS`] elements, at least one row. Depends on `n` only.
+pub(crate) fn rows_per_task(n: usize) -> usize {
+    TASK_ELEMS.div_ceil(n.max(1)).max(1)
+}
+
+/// The number of fixed blocks of rows whose `dweight`/`dbias` partials a
+/// backward pass over `[rows, n]` sums separately before adding them in order:
+/// as many as [`MAX_PARAM_BLOCKS`] so that up to that many threads have work, no
+/// more than `rows`, and few enough that `partials` arrays of `n` accumulators
+/// each stay within [`PARTIALS_MAX_BYTES`]. Depends on the shape only.
+pub(crate) fn param_blocks<A>(rows: usize, n: usize, partials: usize) -> usize {
+    let per_block = n.saturating_mul(partials.max(1)).saturating_mul(std::mem::size_of::<A>()).max(1);
+    (PARTIALS_MAX_BYTES / per_block).clamp(1, MAX_PARAM_BLOCKS).min(rows.max(1))
+}
+
+/// Whether a pass over `elems` elements is worth handing to rayon.
+pub(crate) fn worth_threads(elems: usize) -> bool {
+    elems >= 2 * TASK_ELEMS && rayon::current_num_threads() > 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_copy_copies_every_offset_and_length() {
+        let src: Vec<f32> = (0..300).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for start in 0..5 {
+            for len in [0, 1, 3, 4, 5, 16, 17, 63, 64, 65, 250] {
+                let mut dst = vec![0.0f32; 300];
+                stream_copy(&mut dst[start..start + len], &src[..len]);
+                stream_fence();
+                assert_eq!(&dst[start..start + len], &src[..len]);
+                assert!(dst[..start].iter().chain(&dst[start + len..]).all(|&v| v == 0.0));
+            }
+        }
+        let src64: Vec<f64> = (0..37).map(|i| i as f64).collect();
+        let mut dst64 = vec![0.0f64; 38];
+        stream_copy(&mut dst64[1..], &src64);
+        assert_eq!(&dst64[1..], &src64[..]);
+    }
+
+    #[test]
+    fn lane_sums_match_plain_sums_on_small_integers() {
+        // Small integers add exactly in any order, so the lane layout must give
+        // the plain sum for every length, including the tails.
+        for len in 0..70 {
+            let xs: Vec<f64> = (0..len).map(|i| (i % 7) as f64).collect();
+            let plain: f64 = xs.iter().sum();
+            assert_eq!(lane_sum(&xs, |v| v), plain);
+            let (s, q) = lane_sum2(&xs, |v| (v, v * v));
+            assert_eq!((s, q), (plain, xs.iter().map(|v| v * v).sum()));
+            let (a, b) = lane_sum2_zip(&xs, &xs, |x, y| (x * y, x + y));
+            assert_eq!((a, b), (xs.iter().map(|v| v * v).sum(), 2.0 * plain));
+        }
+    }
+
+    #[test]
+    fn splits_depend_on_the_shape_only() {
+        assert_eq!(rows_per_task(768), 43);
+        assert_eq!(rows_per_task(1 << 20), 1);
+        assert_eq!(param_blocks::<f64>(8192, 768, 2), 64);
+        assert_eq!(param_blocks::<f64>(256, 65536, 2), 8);
+        assert_eq!(param_blocks::<f64>(3, 5, 2), 3);
+        assert_eq!(param_blocks::<f64>(0, 5, 0), 1);
+    }
+}

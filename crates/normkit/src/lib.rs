@@ -50,6 +50,9 @@ pub mod tensor;
 
 pub use error::{Error, Result};
 pub use float::{AccFloat, Float};
-pub use modules::{BatchNorm, BatchNormSaved, LayerNorm, LayerNormSaved, RmsNorm, RmsNormSaved};
+pub use modules::{
+    BatchNorm, BatchNormSaved, GroupNorm, GroupNormSaved, InstanceNorm, InstanceNormSaved, LayerNorm, LayerNormSaved,
+    RmsNorm, RmsNormSaved,
+};
 pub use moments::Moments;
 pub use tensor::{Tensor, TensorRef};

@@ -18,6 +18,10 @@ fn run_typed<T: Float>(case: &Case) -> Result<Produced, RunError> {
         "layer_norm" => layer_norm::<T>(case),
         "rms_norm" => rms_norm::<T>(case),
         "batch_norm" => batch_norm::<T>(case),
+        "group_norm" => group_norm::<T>(case),
+        "instance_norm" => instance_norm::<T>(case),
+        "lp_normalize" => lp_normalize::<T>(case),
+        "mean_variance_normalization" => mean_variance_normalization::<T>(case),
         other => Err(RunError::Unsupported(other.to_owned())),
     }
 }
@@ -116,6 +120,79 @@ fn batch_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
     Ok(p)
 }
 
+fn group_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
+    let x = required::<T>(c, "x")?;
+    let groups = attr_count(c, "num_groups")?;
+    let eps = attr_f64(c, "eps")?.unwrap_or(1e-5);
+    let (w, b) = (optional::<T>(c, "weight")?, optional::<T>(c, "bias")?);
+    let (wv, bv) = (w.as_ref().map(Tensor::view), b.as_ref().map(Tensor::view));
+    let out = ops::group_norm(x.view(), groups, wv, bv, eps)?;
+    let mut p = Produced::default();
+    p.put("y", &out.y);
+    p.put("mean", &out.mean);
+    p.put("rstd", &out.rstd);
+    if let Some(dy) = grad_output::<T>(c)? {
+        let saved = (out.mean.view(), out.rstd.view());
+        put_grads(&mut p, &ops::group_norm_backward(dy.view(), x.view(), groups, saved, wv, b.is_some())?);
+    }
+    Ok(p)
+}
+
+fn instance_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
+    let x = required::<T>(c, "x")?;
+    let eps = attr_f64(c, "eps")?.unwrap_or(1e-5);
+    let (w, b) = (optional::<T>(c, "weight")?, optional::<T>(c, "bias")?);
+    let (wv, bv) = (w.as_ref().map(Tensor::view), b.as_ref().map(Tensor::view));
+    let out = ops::instance_norm(x.view(), wv, bv, eps)?;
+    let mut p = Produced::default();
+    p.put("y", &out.y);
+    p.put("mean", &out.mean);
+    p.put("rstd", &out.rstd);
+    if let Some(dy) = grad_output::<T>(c)? {
+        let saved = (out.mean.view(), out.rstd.view());
+        put_grads(&mut p, &ops::instance_norm_backward(dy.view(), x.view(), saved, wv, b.is_some())?);
+    }
+    Ok(p)
+}
+
+fn lp_normalize<T: Float>(c: &Case) -> Result<Produced, RunError> {
+    let x = required::<T>(c, "x")?;
+    let p_attr = attr_f64(c, "p")?.unwrap_or(2.0);
+    let order = match p_attr {
+        v if v == 1.0 => 1,
+        v if v == 2.0 => 2,
+        v => return Err(RunError::Unsupported(format!("lp_normalize with p = {v}"))),
+    };
+    let axis = attr_axis(c, "axis")?.unwrap_or(-1);
+    let eps = attr_f64(c, "eps")?.unwrap_or(1e-12);
+    let mut p = Produced::default();
+    p.put("y", &ops::lp_normalize(x.view(), order, axis, eps)?);
+    if let Some(dy) = grad_output::<T>(c)? {
+        p.put("dx", &ops::lp_normalize_backward(dy.view(), x.view(), order, axis, eps)?);
+    }
+    Ok(p)
+}
+
+fn mean_variance_normalization<T: Float>(c: &Case) -> Result<Produced, RunError> {
+    let x = required::<T>(c, "x")?;
+    let axes = match c.attrs.get("axes") {
+        None | Some(Value::Null) => vec![0, 2, 3],
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_i64().and_then(|a| isize::try_from(a).ok()))
+            .collect::<Option<Vec<isize>>>()
+            .ok_or_else(|| RunError::BadCase("attribute axes is not a list of integers".into()))?,
+        Some(_) => return Err(RunError::BadCase("attribute axes is not a list".into())),
+    };
+    let eps = attr_f64(c, "eps")?.unwrap_or(1e-9);
+    let mut p = Produced::default();
+    p.put("y", &ops::mean_variance_normalization(x.view(), &axes, eps)?);
+    if let Some(dy) = grad_output::<T>(c)? {
+        p.put("dx", &ops::mean_variance_normalization_backward(dy.view(), x.view(), &axes, eps)?);
+    }
+    Ok(p)
+}
+
 fn put_grads<T: Float>(p: &mut Produced, g: &ops::NormGrads<T>) {
     p.put("dx", &g.dx);
     p.put_opt("dweight", g.dweight.as_ref());
@@ -177,4 +254,13 @@ fn attr_axis(c: &Case, name: &str) -> Result<Option<isize>, RunError> {
             .map(Some)
             .ok_or_else(|| RunError::BadCase(format!("attribute {name} is not an integer"))),
     }
+}
+
+/// A whole-number attribute (a count).
+fn attr_count(c: &Case, name: &str) -> Result<usize, RunError> {
+    c.attrs
+        .get(name)
+        .and_then(Value::as_u64)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| RunError::BadCase(format!("attribute {name} is missing or not a whole number")))
 }

@@ -13,6 +13,11 @@ impl Produced {
         self.0.insert(name.to_owned(), (t.shape().to_vec(), t.data().iter().map(|v| v.to_f64()).collect()));
     }
 
+    /// Records an output given as its shape and `f64` values.
+    pub fn put_raw(&mut self, name: &str, shape: Vec<usize>, values: Vec<f64>) {
+        self.0.insert(name.to_owned(), (shape, values));
+    }
+
     /// Records an optional output.
     pub fn put_opt<T: Float>(&mut self, name: &str, t: Option<&Tensor<T>>) {
         if let Some(t) = t {

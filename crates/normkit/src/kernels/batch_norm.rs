@@ -261,17 +261,38 @@ pub fn batch_norm_update_running<T: Float>(
     running_mean: &mut [T],
     running_var: &mut [T],
 ) -> Result<()> {
-    check_buf("running_mean", running_mean.len(), moments.len())?;
-    check_buf("running_var", running_var.len(), moments.len())?;
+    let mean: Vec<T::Acc> = moments.iter().map(Moments::mean).collect();
+    let var: Vec<T::Acc> = moments.iter().map(|m| if unbiased { m.var_unbiased() } else { m.var_biased() }).collect();
+    blend_running(&mean, &var, factor, running_mean, running_var)
+}
+
+/// The momentum blend itself, for statistics already reduced to a mean and a
+/// variance per channel (InstanceNorm averages them over the samples first):
+///
+/// ```text
+/// running_mean_c = factor · mean_c + (1 - factor) · running_mean_c
+/// running_var_c  = factor · var_c  + (1 - factor) · running_var_c
+/// ```
+///
+/// `factor` must lie in `[0, 1]`; on error nothing is written.
+pub fn blend_running<T: Float>(
+    mean: &[T::Acc],
+    var: &[T::Acc],
+    factor: f64,
+    running_mean: &mut [T],
+    running_var: &mut [T],
+) -> Result<()> {
+    check_buf("running_mean", running_mean.len(), mean.len())?;
+    check_buf("running_var", running_var.len(), mean.len())?;
+    check_buf("batch variance", var.len(), mean.len())?;
     if !(factor.is_finite() && (0.0..=1.0).contains(&factor)) {
         return Err(Error::invalid("momentum", format!("{factor} must lie in [0, 1]")));
     }
     let f = T::Acc::from_f64_lossy(factor);
     let keep = T::Acc::one() - f;
-    for ((m, rm), rv) in moments.iter().zip(running_mean.iter_mut()).zip(running_var.iter_mut()) {
-        let var = if unbiased { m.var_unbiased() } else { m.var_biased() };
-        *rm = T::from_acc(f * m.mean() + keep * rm.to_acc());
-        *rv = T::from_acc(f * var + keep * rv.to_acc());
+    for (c, (rm, rv)) in running_mean.iter_mut().zip(running_var.iter_mut()).enumerate() {
+        *rm = T::from_acc(f * mean[c] + keep * rm.to_acc());
+        *rv = T::from_acc(f * var[c] + keep * rv.to_acc());
     }
     Ok(())
 }

@@ -266,14 +266,29 @@ fn backward_rows<T: Float>(
             // `weight`, `dw` and `db` were checked to hold `n` values.
             let range = c * CHUNK..c * CHUNK + xc.len();
             let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
-            match weight {
-                Some(w) => {
+            match (weight, dw.as_deref_mut(), db.as_deref_mut()) {
+                // The usual case, in one loop: each input widened once.
+                (Some(w), Some(dw), Some(db)) => {
+                    let params =
+                        w[range.clone()].iter().zip(dw[range.clone()].iter_mut()).zip(db[range.clone()].iter_mut());
+                    for (((o, &x), &dy), ((&w, dw), db)) in out.iter_mut().zip(xc).zip(dyc).zip(params) {
+                        let (xh, dy) = (xhat(x.to_acc()), dy.to_acc());
+                        *o = T::from_acc(r * (w.to_acc() * dy - mean_g - xh * mean_gx));
+                        *dw = *dw + dy * xh;
+                        *db = *db + dy;
+                    }
+                    if stream {
+                        simd::stream_copy(dxc, &buf[..xc.len()]);
+                    }
+                    continue;
+                }
+                (Some(w), _, _) => {
                     for (((o, &x), &dy), &w) in out.iter_mut().zip(xc).zip(dyc).zip(&w[range.clone()]) {
                         let g = w.to_acc() * dy.to_acc();
                         *o = T::from_acc(r * (g - mean_g - xhat(x.to_acc()) * mean_gx));
                     }
                 }
-                None => {
+                (None, _, _) => {
                     for ((o, &x), &dy) in out.iter_mut().zip(xc).zip(dyc) {
                         *o = T::from_acc(r * (dy.to_acc() - mean_g - xhat(x.to_acc()) * mean_gx));
                     }

@@ -10,16 +10,22 @@
 //! with results that do not depend on the thread count (see `simd.rs`).
 
 mod batch_norm;
+mod group_norm;
 mod layer_norm;
+mod lp_normalize;
 mod rms_norm;
 mod simd;
 
 pub use batch_norm::{
     batch_norm_apply, batch_norm_backward, batch_norm_backward_dx, batch_norm_backward_reduce,
     batch_norm_channel_moments, batch_norm_forward_eval, batch_norm_forward_train, batch_norm_update_running,
-    ChannelLayout, ChannelSums,
+    blend_running, ChannelLayout, ChannelSums,
+};
+pub use group_norm::{
+    group_norm_apply, group_norm_backward, group_norm_forward, group_norm_moments, group_norm_stats, GroupLayout,
 };
 pub use layer_norm::{layer_norm_backward, layer_norm_forward};
+pub use lp_normalize::{lp_normalize_apply, lp_normalize_backward, lp_normalize_forward, lp_norms};
 pub use rms_norm::{rms_norm_backward, rms_norm_forward};
 
 use crate::error::{Error, Result};

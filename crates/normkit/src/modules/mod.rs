@@ -6,9 +6,11 @@
 //! `backward` again, so no module copies its input.
 
 mod batch_norm;
+mod group_norm;
 mod layer_norm;
 mod rms_norm;
 
 pub use batch_norm::{BatchNorm, BatchNormSaved, FoldedAffine};
+pub use group_norm::{GroupNorm, GroupNormSaved, InstanceNorm, InstanceNormSaved};
 pub use layer_norm::{LayerNorm, LayerNormSaved};
 pub use rms_norm::{RmsNorm, RmsNormSaved};

@@ -13,16 +13,25 @@
 //! ```
 
 mod batch_norm;
+mod group_norm;
 mod layer_norm;
+mod lp_normalize;
+mod mean_variance;
 mod rms_norm;
 
 pub use batch_norm::{
     batch_norm_backward, batch_norm_eval, batch_norm_eval_backward, batch_norm_fixed_backward, batch_norm_layout,
     batch_norm_train, batch_norm_update_running, resolve_axis, BatchNormOutput,
 };
+pub use group_norm::{
+    group_layout, group_norm, group_norm_backward, instance_norm, instance_norm_backward, instance_norm_update_running,
+    GroupNormOutput,
+};
 pub use layer_norm::{
     layer_norm, layer_norm_backward, layer_norm_backward_into, layer_norm_into, LayerNormOutMut, LayerNormOutput,
 };
+pub use lp_normalize::{lp_normalize, lp_normalize_backward};
+pub use mean_variance::{mean_variance_normalization, mean_variance_normalization_backward};
 pub use rms_norm::{
     default_rms_eps, rms_norm, rms_norm_backward, rms_norm_backward_into, rms_norm_into, RmsNormOutput,
 };

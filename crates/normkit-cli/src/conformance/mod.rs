@@ -11,6 +11,7 @@ pub mod case;
 pub mod compare;
 mod nn;
 mod produced;
+mod scale;
 
 use case::{Case, CaseKind, Expected};
 use produced::{Produced, RunError};
@@ -107,7 +108,7 @@ pub fn judge(case: &Case) -> Verdict {
 fn run_case(case: &Case) -> Result<Produced, RunError> {
     match &case.kind {
         CaseKind::Op(_) => nn::run(case),
-        CaseKind::Scaler(name) => Err(RunError::Unsupported(format!("scaler {name}"))),
+        CaseKind::Scaler(name) => scale::run(case, name),
     }
 }
 

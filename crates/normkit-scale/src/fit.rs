@@ -1,0 +1,185 @@
+//! Fitting as a fold over batches, in as many passes over the data as the scaler
+//! needs: one for the standard, min-max and max-abs scalers; two for the robust
+//! scaler (statistics and a histogram of the float bits, then the values inside
+//! the buckets that hold the wanted ranks; rarely more, see [`crate::quantile`]).
+
+use crate::error::Result;
+use crate::fitted::{Fitted, RobustStats};
+use crate::quantile::{median_ranks, numpy_lerp, percentile_ranks, KeyHistogram, RankSelector};
+use crate::spec::ScalerSpec;
+use crate::stats::{ColumnStats, FitState};
+use rayon::prelude::*;
+
+/// Data that can be read from the start any number of times, batch by batch.
+/// Each batch holds the selected columns, one `Vec<f64>` per column (NaN =
+/// missing), all of one length.
+pub trait BatchSource {
+    /// Number of selected columns.
+    fn n_columns(&self) -> usize;
+
+    /// Reads the data once from the start, calling `f` with each batch.
+    fn pass(&mut self, f: &mut dyn FnMut(&[Vec<f64>]) -> Result<()>) -> Result<()>;
+}
+
+/// A matrix in memory, served in batches of `batch_rows` rows.
+#[derive(Clone, Debug)]
+pub struct MemorySource {
+    columns: Vec<Vec<f64>>,
+    batch_rows: usize,
+}
+
+impl MemorySource {
+    /// From a row-major `rows × cols` matrix.
+    pub fn from_row_major(data: &[f64], cols: usize, batch_rows: usize) -> Self {
+        let rows = if cols == 0 { 0 } else { data.len() / cols };
+        let columns = (0..cols).map(|j| (0..rows).map(|i| data[i * cols + j]).collect()).collect();
+        MemorySource { columns, batch_rows: batch_rows.max(1) }
+    }
+
+    /// From columns (all of one length).
+    pub fn from_columns(columns: Vec<Vec<f64>>, batch_rows: usize) -> Self {
+        MemorySource { columns, batch_rows: batch_rows.max(1) }
+    }
+}
+
+impl BatchSource for MemorySource {
+    fn n_columns(&self) -> usize {
+        self.columns.len()
+    }
+
+    fn pass(&mut self, f: &mut dyn FnMut(&[Vec<f64>]) -> Result<()>) -> Result<()> {
+        let rows = self.columns.first().map_or(0, Vec::len);
+        let mut start = 0;
+        while start < rows {
+            let end = (start + self.batch_rows).min(rows);
+            let batch: Vec<Vec<f64>> = self.columns.iter().map(|c| c[start..end].to_vec()).collect();
+            f(&batch)?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+/// Options of [`fit`].
+#[derive(Clone, Copy, Debug)]
+pub struct FitOptions {
+    /// Values a quantile search may collect per group before refining instead
+    /// (bounds the robust scaler's memory; see [`RankSelector`]).
+    pub quantile_cap: u64,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions { quantile_cap: RankSelector::DEFAULT_CAP }
+    }
+}
+
+/// What a fit did, for reporting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FitReport {
+    /// Passes over the data.
+    pub passes: u32,
+}
+
+/// One column's first-pass accumulator: statistics and, for quantiles, the
+/// histogram of the top bits of its values.
+#[derive(Clone, Debug, Default)]
+struct FirstPass {
+    stats: ColumnStats,
+    hist: Option<KeyHistogram>,
+}
+
+/// Fits `spec` on the data of `source`, columns in parallel within each batch.
+pub fn fit(spec: &ScalerSpec, source: &mut dyn BatchSource, opts: FitOptions) -> Result<(Fitted, FitReport)> {
+    spec.validate()?;
+    let n = source.n_columns();
+    if !spec.needs_fit() {
+        if let ScalerSpec::Normalizer { norm } = spec {
+            return Ok((Fitted::normalizer(*norm, n), FitReport::default()));
+        }
+    }
+    let quantiles = spec.needs_quantiles();
+    let mut acc: Vec<FirstPass> = (0..n)
+        .map(|_| FirstPass { stats: ColumnStats::default(), hist: quantiles.then(KeyHistogram::default) })
+        .collect();
+    let mut rows = 0u64;
+    source.pass(&mut |batch| {
+        rows += batch.first().map_or(0, Vec::len) as u64;
+        acc.par_iter_mut().zip(batch.par_iter()).for_each(|(a, xs)| {
+            let mut scratch = Vec::new();
+            a.stats.extend_from(xs, &mut scratch);
+            if let Some(h) = a.hist.as_mut() {
+                h.extend_from(xs);
+            }
+        });
+        Ok(())
+    })?;
+    let mut report = FitReport { passes: 1 };
+    let mut hists = Vec::with_capacity(n);
+    let mut columns = Vec::with_capacity(n);
+    for a in acc {
+        columns.push(a.stats);
+        hists.push(a.hist.unwrap_or_default());
+    }
+    let state = FitState { rows, columns };
+    let robust = match spec {
+        ScalerSpec::Robust { quantile_range, .. } if quantiles => {
+            let (r, passes) = robust_stats(&state, hists, *quantile_range, source, opts)?;
+            report.passes += passes;
+            Some(r)
+        }
+        ScalerSpec::Robust { .. } => Some(RobustStats::default()),
+        _ => None,
+    };
+    Ok((Fitted::from_stats(spec, &state, robust.as_ref())?, report))
+}
+
+/// Median and the two percentiles of every column, exactly, in further passes.
+fn robust_stats(
+    state: &FitState,
+    hists: Vec<KeyHistogram>,
+    (qlo, qhi): (f64, f64),
+    source: &mut dyn BatchSource,
+    opts: FitOptions,
+) -> Result<(RobustStats, u32)> {
+    let counts: Vec<u64> = state.columns.iter().map(|c| c.moments.count()).collect();
+    let ranks: Vec<Vec<u64>> = counts
+        .iter()
+        .map(|&n| {
+            if n == 0 {
+                return Vec::new();
+            }
+            let (m0, m1) = median_ranks(n);
+            let (a0, a1, _) = percentile_ranks(n, qlo);
+            let (b0, b1, _) = percentile_ranks(n, qhi);
+            vec![m0, m1, a0, a1, b0, b1]
+        })
+        .collect();
+    let mut sel = RankSelector::after_first_pass(hists, &ranks, opts.quantile_cap);
+    let mut passes = 0;
+    while !sel.done() {
+        source.pass(&mut |batch| {
+            sel.observe_batch(batch);
+            Ok(())
+        })?;
+        sel.finish_pass();
+        passes += 1;
+    }
+    let mut r = RobustStats::default();
+    for (c, &n) in counts.iter().enumerate() {
+        if n == 0 {
+            r.median.push(f64::NAN);
+            r.q_lo.push(f64::NAN);
+            r.q_hi.push(f64::NAN);
+            continue;
+        }
+        let v = |rank: u64| sel.value(c, rank).unwrap_or(f64::NAN);
+        let (m0, m1) = median_ranks(n);
+        r.median.push((v(m0) + v(m1)) / 2.0);
+        let (a0, a1, ta) = percentile_ranks(n, qlo);
+        r.q_lo.push(numpy_lerp(v(a0), v(a1), ta));
+        let (b0, b1, tb) = percentile_ranks(n, qhi);
+        r.q_hi.push(numpy_lerp(v(b0), v(b1), tb));
+    }
+    Ok((r, passes))
+}

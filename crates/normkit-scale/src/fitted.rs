@@ -1,0 +1,383 @@
+//! Fitted parameters under scikit-learn's attribute names, and the transforms
+//! they define.
+
+use crate::error::{Result, ScaleError};
+use crate::quantile::norm_ppf;
+use crate::spec::{Norm, ScalerSpec};
+use crate::stats::FitState;
+use serde::{Deserialize, Serialize};
+
+/// scikit-learn's `n_samples_seen_`: one number when every column saw as many
+/// values, one per column otherwise (the standard scaler with missing values).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SamplesSeen {
+    /// The same count for every column.
+    All(u64),
+    /// A count per column.
+    PerColumn(Vec<u64>),
+}
+
+impl SamplesSeen {
+    /// From per-column counts, collapsed to one number when they agree (as
+    /// scikit-learn's `StandardScaler.partial_fit` does).
+    pub fn from_counts(counts: Vec<u64>) -> Self {
+        match counts.first() {
+            Some(&c) if counts.iter().all(|&x| x == c) => SamplesSeen::All(c),
+            None => SamplesSeen::All(0),
+            _ => SamplesSeen::PerColumn(counts),
+        }
+    }
+
+    /// The values as floats, with scikit-learn's shape (`[]` or `[n_columns]`).
+    pub fn to_f64(&self) -> (Vec<usize>, Vec<f64>) {
+        match self {
+            SamplesSeen::All(n) => (vec![], vec![*n as f64]),
+            SamplesSeen::PerColumn(v) => (vec![v.len()], v.iter().map(|&n| n as f64).collect()),
+        }
+    }
+}
+
+/// The fitted attributes of a scaler, each present exactly when scikit-learn sets
+/// it (not `None`). Missing statistics (a column with no value) are NaN, written
+/// as `null` in JSON.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attributes {
+    /// Per-column mean (standard).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub mean_: Option<Vec<f64>>,
+    /// Per-column biased variance (standard, `with_std`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub var_: Option<Vec<f64>>,
+    /// Per-column scale: the divisor (standard, max-abs, robust) or multiplier (min-max).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub scale_: Option<Vec<f64>>,
+    /// Per-column offset added after scaling (min-max).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub min_: Option<Vec<f64>>,
+    /// Per-column minimum seen (min-max).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub data_min_: Option<Vec<f64>>,
+    /// Per-column maximum seen (min-max).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub data_max_: Option<Vec<f64>>,
+    /// Per-column `data_max_ - data_min_` (min-max).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub data_range_: Option<Vec<f64>>,
+    /// Per-column maximum absolute value (max-abs).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub max_abs_: Option<Vec<f64>>,
+    /// Per-column median (robust, `with_centering`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "nan_null")]
+    pub center_: Option<Vec<f64>>,
+    /// Samples seen (standard: non-missing per column; min-max and max-abs: rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_samples_seen_: Option<SamplesSeen>,
+}
+
+impl Attributes {
+    /// The attributes as (name, values) pairs, in a fixed order, present ones only.
+    pub fn arrays(&self) -> Vec<(&'static str, &Vec<f64>)> {
+        [
+            ("mean_", &self.mean_),
+            ("var_", &self.var_),
+            ("scale_", &self.scale_),
+            ("min_", &self.min_),
+            ("data_min_", &self.data_min_),
+            ("data_max_", &self.data_max_),
+            ("data_range_", &self.data_range_),
+            ("max_abs_", &self.max_abs_),
+            ("center_", &self.center_),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.as_ref().map(|v| (n, v)))
+        .collect()
+    }
+}
+
+/// Quantile statistics a robust fit needs, per column (NaN for a column with no value).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RobustStats {
+    /// numpy's `nanmedian`.
+    pub median: Vec<f64>,
+    /// numpy's `nanpercentile` at `quantile_range.0`.
+    pub q_lo: Vec<f64>,
+    /// numpy's `nanpercentile` at `quantile_range.1`.
+    pub q_hi: Vec<f64>,
+}
+
+/// scikit-learn's `_handle_zeros_in_scale` without a mask: a scale below
+/// `10 · eps` is 1 (NaN stays NaN).
+fn handle_zeros(s: f64) -> f64 {
+    if s < 10.0 * f64::EPSILON {
+        1.0
+    } else {
+        s
+    }
+}
+
+/// scikit-learn's `_is_constant_feature`: the variance is within the error
+/// bound of the two-pass algorithm for a constant column,
+/// `var <= n·eps·var + (n·mean·eps)²` (Chan, Golub & LeVeque).
+fn is_constant_feature(var: f64, mean: f64, n: u64) -> bool {
+    let (n, eps) = (n as f64, f64::EPSILON);
+    var <= n * eps * var + (n * mean * eps).powi(2)
+}
+
+/// A fitted scaler: its specification and its attributes. Transforms work on a
+/// batch given column by column (each `Vec` one selected column, NaN = missing,
+/// which stays NaN).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fitted {
+    /// The scaler and its parameters.
+    pub spec: ScalerSpec,
+    /// Number of selected columns (scikit-learn's `n_features_in_`).
+    pub n_features_in_: usize,
+    /// What the fit learned.
+    pub attrs: Attributes,
+}
+
+impl Fitted {
+    /// The fitted attributes for `spec` from the statistics of a fold and, for the
+    /// robust scaler, its quantiles.
+    pub fn from_stats(spec: &ScalerSpec, state: &FitState, robust: Option<&RobustStats>) -> Result<Self> {
+        spec.validate()?;
+        let n = state.columns.len();
+        let nan_if_empty = |v: f64| if v.is_finite() { v } else { f64::NAN };
+        let mut a = Attributes::default();
+        match *spec {
+            ScalerSpec::Standard { with_mean, with_std } => {
+                let counts: Vec<u64> = state.columns.iter().map(|c| c.moments.count()).collect();
+                if with_mean || with_std {
+                    a.mean_ = Some(state.columns.iter().map(|c| c.moments.mean()).collect());
+                }
+                if with_std {
+                    let var: Vec<f64> = state.columns.iter().map(|c| c.moments.var_biased()).collect();
+                    let scale =
+                        state
+                            .columns
+                            .iter()
+                            .zip(&var)
+                            .map(|(c, &v)| {
+                                if is_constant_feature(v, c.moments.mean(), c.moments.count()) {
+                                    1.0
+                                } else {
+                                    v.sqrt()
+                                }
+                            })
+                            .collect();
+                    a.var_ = Some(var);
+                    a.scale_ = Some(scale);
+                }
+                a.n_samples_seen_ = Some(SamplesSeen::from_counts(counts));
+            }
+            ScalerSpec::MinMax { feature_range: (lo, hi), .. } => {
+                let dmin: Vec<f64> = state.columns.iter().map(|c| nan_if_empty(c.min)).collect();
+                let dmax: Vec<f64> = state.columns.iter().map(|c| nan_if_empty(c.max)).collect();
+                let range: Vec<f64> = dmin.iter().zip(&dmax).map(|(a, b)| b - a).collect();
+                let scale: Vec<f64> = range.iter().map(|&r| (hi - lo) / handle_zeros(r)).collect();
+                a.min_ = Some(dmin.iter().zip(&scale).map(|(m, s)| lo - m * s).collect());
+                a.scale_ = Some(scale);
+                a.data_min_ = Some(dmin);
+                a.data_max_ = Some(dmax);
+                a.data_range_ = Some(range);
+                a.n_samples_seen_ = Some(SamplesSeen::All(state.rows));
+            }
+            ScalerSpec::MaxAbs => {
+                let max_abs: Vec<f64> =
+                    state.columns.iter().map(|c| nan_if_empty(c.min.abs().max(c.max.abs()))).collect();
+                a.scale_ = Some(max_abs.iter().map(|&m| handle_zeros(m)).collect());
+                a.max_abs_ = Some(max_abs);
+                a.n_samples_seen_ = Some(SamplesSeen::All(state.rows));
+            }
+            ScalerSpec::Robust { with_centering, with_scaling, quantile_range: (qlo, qhi), unit_variance } => {
+                let r = robust.ok_or_else(|| ScaleError::Empty("the robust scaler needs its quantiles".into()))?;
+                if with_centering {
+                    a.center_ = Some(r.median.clone());
+                }
+                if with_scaling {
+                    let mut scale: Vec<f64> = r.q_lo.iter().zip(&r.q_hi).map(|(l, h)| handle_zeros(h - l)).collect();
+                    if unit_variance {
+                        let adjust = norm_ppf(qhi / 100.0) - norm_ppf(qlo / 100.0);
+                        scale.iter_mut().for_each(|s| *s /= adjust);
+                    }
+                    a.scale_ = Some(scale);
+                }
+            }
+            ScalerSpec::Normalizer { .. } => {}
+        }
+        Ok(Fitted { spec: spec.clone(), n_features_in_: n, attrs: a })
+    }
+
+    /// The stateless normalizer for `n` columns.
+    pub fn normalizer(norm: Norm, n: usize) -> Self {
+        Fitted { spec: ScalerSpec::Normalizer { norm }, n_features_in_: n, attrs: Attributes::default() }
+    }
+
+    fn check_width(&self, columns: &[Vec<f64>]) -> Result<()> {
+        if columns.len() != self.n_features_in_ {
+            return Err(ScaleError::Mismatch(format!(
+                "the scaler was fitted on {} columns, the data has {}",
+                self.n_features_in_,
+                columns.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Scales a batch in place (scikit-learn's `transform`).
+    pub fn transform(&self, columns: &mut [Vec<f64>]) -> Result<()> {
+        self.check_width(columns)?;
+        let a = &self.attrs;
+        match self.spec {
+            ScalerSpec::Standard { with_mean, with_std } => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let m = if with_mean { a.mean_.as_ref().and_then(|v| v.get(j)).copied() } else { None };
+                    let s = if with_std { a.scale_.as_ref().and_then(|v| v.get(j)).copied() } else { None };
+                    apply(col, |x| {
+                        let x = m.map_or(x, |m| x - m);
+                        s.map_or(x, |s| x / s)
+                    });
+                }
+            }
+            ScalerSpec::MinMax { feature_range: (lo, hi), clip } => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let (s, m) = (at(&a.scale_, j), at(&a.min_, j));
+                    apply(col, |x| {
+                        let y = x * s + m;
+                        if clip {
+                            y.max(lo).min(hi)
+                        } else {
+                            y
+                        }
+                    });
+                }
+            }
+            ScalerSpec::MaxAbs => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let s = at(&a.scale_, j);
+                    apply(col, |x| x / s);
+                }
+            }
+            ScalerSpec::Robust { .. } => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let c = a.center_.as_ref().and_then(|v| v.get(j)).copied();
+                    let s = a.scale_.as_ref().and_then(|v| v.get(j)).copied();
+                    apply(col, |x| {
+                        let x = c.map_or(x, |c| x - c);
+                        s.map_or(x, |s| x / s)
+                    });
+                }
+            }
+            ScalerSpec::Normalizer { norm } => normalize_rows(columns, norm),
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Fitted::transform`] (scikit-learn's `inverse_transform`); the
+    /// normalizer has none.
+    pub fn inverse_transform(&self, columns: &mut [Vec<f64>]) -> Result<()> {
+        self.check_width(columns)?;
+        let a = &self.attrs;
+        match self.spec {
+            ScalerSpec::Standard { with_mean, with_std } => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let m = if with_mean { a.mean_.as_ref().and_then(|v| v.get(j)).copied() } else { None };
+                    let s = if with_std { a.scale_.as_ref().and_then(|v| v.get(j)).copied() } else { None };
+                    apply(col, |x| {
+                        let x = s.map_or(x, |s| x * s);
+                        m.map_or(x, |m| x + m)
+                    });
+                }
+            }
+            ScalerSpec::MinMax { .. } => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let (s, m) = (at(&a.scale_, j), at(&a.min_, j));
+                    apply(col, |x| (x - m) / s);
+                }
+            }
+            ScalerSpec::MaxAbs => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let s = at(&a.scale_, j);
+                    apply(col, |x| x * s);
+                }
+            }
+            ScalerSpec::Robust { .. } => {
+                for (j, col) in columns.iter_mut().enumerate() {
+                    let c = a.center_.as_ref().and_then(|v| v.get(j)).copied();
+                    let s = a.scale_.as_ref().and_then(|v| v.get(j)).copied();
+                    apply(col, |x| {
+                        let x = s.map_or(x, |s| x * s);
+                        c.map_or(x, |c| x + c)
+                    });
+                }
+            }
+            ScalerSpec::Normalizer { .. } => {
+                return Err(ScaleError::param(
+                    "scaler",
+                    "the normalizer has no inverse transform (row norms are not kept)",
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `j`-th value of a fitted vector, NaN if absent (only a corrupted
+/// parameters file lacks it; [`crate::params`] checks lengths on load).
+fn at(v: &Option<Vec<f64>>, j: usize) -> f64 {
+    v.as_ref().and_then(|v| v.get(j)).copied().unwrap_or(f64::NAN)
+}
+
+/// Applies `f` to every non-missing value of `col`.
+#[inline]
+fn apply(col: &mut [f64], f: impl Fn(f64) -> f64) {
+    for x in col.iter_mut() {
+        if !x.is_nan() {
+            *x = f(*x);
+        }
+    }
+}
+
+/// scikit-learn's `normalize`: each row divided by its norm over the columns,
+/// a norm below `10 · eps` taken as 1 (zero rows unchanged). Missing values are
+/// left out of the norm and stay missing (scikit-learn refuses them).
+fn normalize_rows(columns: &mut [Vec<f64>], norm: Norm) {
+    let rows = columns.first().map_or(0, Vec::len);
+    for i in 0..rows {
+        let mut acc = 0.0f64;
+        for col in columns.iter() {
+            let x = col.get(i).copied().unwrap_or(f64::NAN);
+            if x.is_nan() {
+                continue;
+            }
+            match norm {
+                Norm::L1 => acc += x.abs(),
+                Norm::L2 => acc += x * x,
+                Norm::Max => acc = acc.max(x.abs()),
+            }
+        }
+        let n = handle_zeros(if norm == Norm::L2 { acc.sqrt() } else { acc });
+        for col in columns.iter_mut() {
+            if let Some(x) = col.get_mut(i) {
+                *x /= n;
+            }
+        }
+    }
+}
+
+/// nan_null: `Option<Vec<f64>>` with NaN written as JSON `null` and read back.
+mod nan_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<f64>>, s: S) -> Result<S::Ok, S::Error> {
+        let mapped: Option<Vec<Option<f64>>> =
+            v.as_ref().map(|v| v.iter().map(|&x| if x.is_nan() { None } else { Some(x) }).collect());
+        mapped.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
+        let v: Option<Vec<Option<f64>>> = Option::deserialize(d)?;
+        Ok(v.map(|v| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()))
+    }
+}

@@ -20,6 +20,9 @@ enum Command {
     /// Measure each op's effective memory bandwidth beside the machine's copy
     /// bandwidth (and peers' times with --compare).
     Bench(commands::bench::Args),
+    /// Train a classifier on MNIST-format data with normkit's normalization
+    /// layers in candle; compare configurations (--compare norm=none,batch).
+    Train(commands::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,5 +30,6 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Conformance(args) => commands::conformance::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Train(args) => commands::train::run(args),
     }
 }

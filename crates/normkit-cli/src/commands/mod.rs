@@ -3,3 +3,4 @@
 
 pub mod bench;
 pub mod conformance;
+pub mod train;

@@ -1,0 +1,452 @@
+//! `normkit train`: trains a classifier on MNIST-format data with candle and
+//! normkit's normalization layers, and compares configurations.
+//!
+//! The defaults are the setup of Ioffe & Szegedy (2015), Figure 1: an MLP
+//! 784-100-100-100-10 with sigmoid units, minibatches of 60, plain SGD, 20,000
+//! steps, an evaluation every 1,000, with BatchNorm before each sigmoid.
+
+pub mod config;
+pub mod data;
+pub mod model;
+pub mod plot;
+pub mod run;
+
+use config::{Optimizer, Raw};
+use run::{Eval, RunResult};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The learning rate of plain SGD when `--lr` is not given.
+pub const DEFAULT_SGD_LR: f64 = 0.5;
+/// The learning rate of Adam when `--lr` is not given.
+pub const DEFAULT_ADAM_LR: f64 = 0.001;
+/// The standard deviation of the Gaussian initial weights when `--init-std` is
+/// not given.
+pub const DEFAULT_INIT_STD: f64 = 0.1;
+
+/// What can go wrong; each is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A bad option value (exit status 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Unreadable or malformed data (exit status 2).
+    #[error("{0}")]
+    Data(String),
+    /// A failure while training or writing results (exit status 1).
+    #[error("{0}")]
+    Run(String),
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        // candle's messages can span lines (backtraces); keep the first.
+        let msg = e.to_string();
+        TrainError::Run(msg.lines().next().unwrap_or("candle error").to_string())
+    }
+}
+
+/// Train a classifier on MNIST-format data with normkit's normalization layers
+/// (defaults: Ioffe & Szegedy 2015, Figure 1, with BatchNorm).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory of IDX files PREFIX-images-idx3-ubyte[.gz] and
+    /// PREFIX-labels-idx1-ubyte[.gz] (default: the bundled 10,000 MNIST digits).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training samples: where a single data set is split (default 8000; the rest
+    /// is the test set), or how many of a train-* set to use.
+    #[arg(long)]
+    pub train_size: Option<String>,
+    /// Network: mlp or cnn.
+    #[arg(long, default_value = "mlp")]
+    pub arch: String,
+    /// Hidden layer widths (mlp) or channels (cnn), comma-separated
+    /// [default: 100,100,100 (mlp), 16,32 (cnn)].
+    #[arg(long)]
+    pub hidden: Option<String>,
+    /// Normalization before each hidden nonlinearity: none, batch, layer, rms, group.
+    #[arg(long, default_value = "batch")]
+    pub norm: String,
+    /// Hidden nonlinearity: sigmoid, relu, tanh.
+    #[arg(long, default_value = "sigmoid")]
+    pub activation: String,
+    /// Optimizer: sgd (plain minibatch SGD) or adam.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Learning rate [default: 0.5 with sgd, 0.001 with adam].
+    #[arg(long)]
+    pub lr: Option<String>,
+    /// Minibatch size.
+    #[arg(long, default_value = "60")]
+    pub batch_size: String,
+    /// Training steps (minibatches).
+    #[arg(long, default_value = "20000")]
+    pub steps: String,
+    /// Steps between evaluations on the test set.
+    #[arg(long, default_value = "1000")]
+    pub eval_every: String,
+    /// Standard deviation of the Gaussian initial weights (biases start at 0).
+    #[arg(long, default_value = "0.1")]
+    pub init_std: String,
+    /// Seed of the initial weights, the minibatch order and dropout.
+    #[arg(long, default_value = "1")]
+    pub seed: String,
+    /// Dropout probability after each hidden nonlinearity.
+    #[arg(long, default_value = "0")]
+    pub dropout: String,
+    /// Groups of --norm group.
+    #[arg(long, default_value = "4")]
+    pub groups: String,
+    /// Threads for candle's matrix products. Results are deterministic for a given
+    /// --seed and thread count.
+    #[arg(long, default_value = "1")]
+    pub threads: String,
+    /// Run several configurations, e.g. norm=none,batch or lr=0.1,1.0 (hidden
+    /// sizes inside: hidden=100x100,50x50); prints a table and plots one curve each.
+    #[arg(long)]
+    pub compare: Option<String>,
+    /// Write one JSON object per evaluation (step, train_loss, test_accuracy) and a
+    /// final one (final_test_accuracy, wall_s) to stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw test accuracy and the last hidden layer's sigmoid-input percentiles
+    /// against steps to FILE.svg or FILE.png.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Save the trained parameters and BatchNorm running statistics to
+    /// FILE.safetensors (not with --compare).
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+}
+
+/// Runs `normkit train`: exit status 0 on success, 2 on bad input (options or
+/// data), 1 when training or writing results fails.
+pub fn run(args: &Args) -> ExitCode {
+    match train_all(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("normkit train: {e}");
+            match e {
+                TrainError::Usage(_) | TrainError::Data(_) => ExitCode::from(2),
+                TrainError::Run(_) => ExitCode::from(1),
+            }
+        }
+    }
+}
+
+/// The raw option values of `args`, defaults resolved where they depend on
+/// another option (`--hidden` on `--arch`, `--lr` on `--optimizer`).
+fn raw(args: &Args) -> Raw {
+    Raw {
+        values: vec![
+            ("arch", args.arch.clone()),
+            ("hidden", args.hidden.clone().unwrap_or_default()),
+            ("norm", args.norm.clone()),
+            ("activation", args.activation.clone()),
+            ("optimizer", args.optimizer.clone()),
+            ("lr", args.lr.clone().unwrap_or_default()),
+            ("batch-size", args.batch_size.clone()),
+            ("steps", args.steps.clone()),
+            ("eval-every", args.eval_every.clone()),
+            ("init-std", args.init_std.clone()),
+            ("seed", args.seed.clone()),
+            ("dropout", args.dropout.clone()),
+            ("groups", args.groups.clone()),
+        ],
+    }
+}
+
+/// Fills the defaults that depend on other options.
+fn resolve_defaults(raw: &mut Raw) {
+    let get = |raw: &Raw, k: &str| raw.values.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    for (name, value) in raw.values.iter_mut() {
+        if value.is_empty() && *name == "hidden" {
+            *value = String::new();
+        }
+    }
+    let arch = get(raw, "arch");
+    let optimizer = get(raw, "optimizer");
+    for (name, value) in raw.values.iter_mut() {
+        if !value.is_empty() {
+            continue;
+        }
+        match *name {
+            "hidden" => *value = if arch == "cnn" { "16,32".into() } else { "100,100,100".into() },
+            "lr" => {
+                let lr = if optimizer == "adam" { DEFAULT_ADAM_LR } else { DEFAULT_SGD_LR };
+                *value = lr.to_string();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The configurations to run: one, or one per `--compare` value.
+fn configs(args: &Args) -> Result<Vec<(String, config::Config)>, TrainError> {
+    let base = raw(args);
+    let Some(spec) = &args.compare else {
+        let mut r = base;
+        resolve_defaults(&mut r);
+        return Ok(vec![(String::new(), r.parse()?)]);
+    };
+    let Some((key, values)) = spec.split_once('=') else {
+        return Err(TrainError::Usage(format!("--compare '{spec}': expected OPTION=V1,V2,... (e.g. norm=none,batch)")));
+    };
+    let key = key.trim().trim_start_matches("--");
+    let mut out = Vec::new();
+    for v in values.split(',').map(str::trim) {
+        if v.is_empty() {
+            return Err(TrainError::Usage(format!("--compare '{spec}': an empty value")));
+        }
+        let mut r = base.clone();
+        r.set(key, v)?;
+        resolve_defaults(&mut r);
+        out.push((format!("{key}={v}"), r.parse()?));
+    }
+    if out.len() < 2 {
+        return Err(TrainError::Usage(format!("--compare '{spec}': give at least two values to compare")));
+    }
+    Ok(out)
+}
+
+fn train_all(args: &Args) -> Result<(), TrainError> {
+    let runs = configs(args)?;
+    let threads: usize = match args.threads.trim().parse() {
+        Ok(0) | Err(_) => {
+            return Err(TrainError::Usage(format!(
+                "--threads '{}': must be a whole number of at least 1",
+                args.threads
+            )))
+        }
+        Ok(n) => n,
+    };
+    if let Some(p) = &args.plot {
+        plot::format_of(p)?;
+    }
+    if args.save.is_some() && runs.len() > 1 {
+        return Err(TrainError::Usage("--save: not with --compare (one model per file)".into()));
+    }
+    let train_size = match &args.train_size {
+        None => None,
+        Some(s) => match s.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => return Err(TrainError::Usage(format!("--train-size '{s}': must be a whole number of at least 1"))),
+        },
+    };
+    // candle's CPU matrix products run on rayon's pool, whose size rayon and
+    // candle read from this variable; set it before the first tensor op.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+
+    let data = match &args.data {
+        Some(dir) => data::load_dir(dir, train_size)?,
+        None => data::bundled(train_size)?,
+    };
+    let pixels = data.rows * data.cols;
+    if !args.json {
+        println!(
+            "data: {} ({} train, {} test, {}x{} pixels, {} classes); {} thread(s)",
+            data.source,
+            data.train.len(),
+            data.test.len(),
+            data.rows,
+            data.cols,
+            data.classes,
+            threads
+        );
+    }
+    let mut results = Vec::new();
+    for (label, cfg) in &runs {
+        if !args.json {
+            println!("{}", describe(label, cfg, pixels, data.classes));
+        }
+        let mut bar = Progress::new(cfg.steps, label);
+        let json = args.json;
+        let on_eval = |e: &Eval| {
+            bar.clear();
+            print_eval(label, e, json);
+        };
+        let mut bar2 = Progress::new(cfg.steps, label);
+        let on_step = |step: usize, loss: f64| bar2.update(step, loss);
+        let (result, model) = run::train(cfg, &data, label, on_eval, on_step)?;
+        bar2.clear();
+        print_final(&result, json);
+        if let Some(path) = &args.save {
+            save(&model, path)?;
+        }
+        results.push(result);
+    }
+    if runs.len() > 1 && !args.json {
+        print_table(&results);
+    }
+    if let Some(path) = &args.plot {
+        let title = match &args.compare {
+            Some(c) => format!("normkit train --compare {c}"),
+            None => format!("normkit train: {}", describe("", &runs[0].1, pixels, data.classes)),
+        };
+        plot::draw(path, &results, &title, runs[0].1.activation)?;
+        if !args.json {
+            println!("plot: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// One line describing a configuration.
+fn describe(label: &str, cfg: &config::Config, inputs: usize, classes: usize) -> String {
+    let widths: Vec<String> = cfg.hidden.iter().map(|h| h.to_string()).collect();
+    let prefix = if label.is_empty() { String::new() } else { format!("[{label}] ") };
+    format!(
+        "{prefix}{:?} {inputs}-{}-{classes}, norm {:?}, {:?}, {:?} lr {}, batch {}, {} steps, init std {}, seed {}{}",
+        cfg.arch,
+        widths.join("-"),
+        cfg.norm,
+        cfg.activation,
+        cfg.optimizer,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.steps,
+        cfg.init_std,
+        cfg.seed,
+        if cfg.dropout > 0.0 { format!(", dropout {}", cfg.dropout) } else { String::new() }
+    )
+    .to_lowercase()
+    .replace("optimizer::", "")
+}
+
+fn print_eval(label: &str, e: &Eval, json: bool) {
+    if json {
+        let mut obj = serde_json::Map::new();
+        if !label.is_empty() {
+            obj.insert("config".into(), label.into());
+        }
+        obj.insert("step".into(), e.step.into());
+        obj.insert("train_loss".into(), json_f64(e.train_loss));
+        obj.insert("test_accuracy".into(), json_f64(e.test_accuracy));
+        obj.insert("probe_p15".into(), json_f64(e.probe[0]));
+        obj.insert("probe_p50".into(), json_f64(e.probe[1]));
+        obj.insert("probe_p85".into(), json_f64(e.probe[2]));
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        let prefix = if label.is_empty() { String::new() } else { format!("[{label}] ") };
+        println!(
+            "{prefix}step {:>6}  train loss {:.4}  test accuracy {:.4}  sigmoid input p15/p50/p85 {:+.3}/{:+.3}/{:+.3}",
+            e.step, e.train_loss, e.test_accuracy, e.probe[0], e.probe[1], e.probe[2]
+        );
+    }
+}
+
+fn print_final(r: &RunResult, json: bool) {
+    if json {
+        let mut obj = serde_json::Map::new();
+        if !r.label.is_empty() {
+            obj.insert("config".into(), r.label.clone().into());
+        }
+        obj.insert("final_test_accuracy".into(), json_f64(r.final_test_accuracy()));
+        obj.insert("wall_s".into(), json_f64((r.wall_s * 1000.0).round() / 1000.0));
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        let prefix = if r.label.is_empty() { String::new() } else { format!("[{}] ", r.label) };
+        println!("{prefix}final test accuracy {:.4}, {:.1} s", r.final_test_accuracy(), r.wall_s);
+    }
+}
+
+/// A JSON number (JSON has no NaN or infinity: those become null).
+fn json_f64(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+/// Test accuracy at each evaluation, one column per configuration.
+fn print_table(results: &[RunResult]) {
+    let width = results.iter().map(|r| r.label.len()).max().unwrap_or(8).max(8);
+    let mut head = format!("{:>6}", "step");
+    for r in results {
+        head.push_str(&format!("  {:>width$}", r.label));
+    }
+    println!("\ntest accuracy\n{head}");
+    let steps: Vec<usize> = results.first().map(|r| r.evals.iter().map(|e| e.step).collect()).unwrap_or_default();
+    for (i, step) in steps.iter().enumerate() {
+        let mut line = format!("{step:>6}");
+        for r in results {
+            match r.evals.get(i) {
+                Some(e) => line.push_str(&format!("  {:>width$.4}", e.test_accuracy)),
+                None => line.push_str(&format!("  {:>width$}", "-")),
+            }
+        }
+        println!("{line}");
+    }
+    let mut line = format!("{:>6}", "wall s");
+    for r in results {
+        line.push_str(&format!("  {:>width$.1}", r.wall_s));
+    }
+    println!("{line}");
+}
+
+/// Saves the model's variables to a safetensors file atomically (a temporary
+/// file beside it, then a rename).
+fn save(model: &model::Model, path: &Path) -> Result<(), TrainError> {
+    let tmp = temp_path(path);
+    model.varmap.save(&tmp).map_err(|e| TrainError::Run(format!("cannot write {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::Run(format!("cannot write {}: {e}", path.display())))
+}
+
+/// `DIR/.NAME.tmp-PID` beside `path`.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// A one-line progress bar on stderr, drawn only when stderr is a terminal.
+struct Progress {
+    total: usize,
+    label: String,
+    enabled: bool,
+    start: Instant,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    fn new(total: usize, label: &str) -> Self {
+        Progress {
+            total,
+            label: label.to_string(),
+            enabled: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            last: None,
+        }
+    }
+
+    fn update(&mut self, step: usize, loss: f64) {
+        if !self.enabled || self.last.is_some_and(|t| t.elapsed().as_millis() < 100) && step < self.total {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let width = 30;
+        let done = width * step / self.total.max(1);
+        let secs = self.start.elapsed().as_secs_f64();
+        let eta = secs / step.max(1) as f64 * (self.total - step.min(self.total)) as f64;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r{} [{}{}] {step}/{} loss {loss:.4} {secs:.0}s eta {eta:.0}s\x1b[K",
+            self.label,
+            "=".repeat(done),
+            " ".repeat(width - done),
+            self.total
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&mut self) {
+        if self.enabled {
+            let _ = write!(std::io::stderr().lock(), "\r\x1b[K");
+        }
+    }
+}
+
+/// Whether an optimizer is plain SGD (for messages).
+pub fn is_sgd(o: Optimizer) -> bool {
+    o == Optimizer::Sgd
+}

@@ -22,7 +22,7 @@ enum Command {
     Bench(commands::bench::Args),
     /// Train a classifier on MNIST-format data with normkit's normalization
     /// layers in candle; compare configurations (--compare norm=none,batch).
-    Train(commands::train::Args),
+    Train(Box<commands::train::Args>),
 }
 
 fn main() -> ExitCode {

@@ -31,7 +31,7 @@ pub struct MemorySource {
 impl MemorySource {
     /// From a row-major `rows × cols` matrix.
     pub fn from_row_major(data: &[f64], cols: usize, batch_rows: usize) -> Self {
-        let rows = if cols == 0 { 0 } else { data.len() / cols };
+        let rows = data.len().checked_div(cols).unwrap_or(0);
         let columns = (0..cols).map(|j| (0..rows).map(|i| data[i * cols + j]).collect()).collect();
         MemorySource { columns, batch_rows: batch_rows.max(1) }
     }

@@ -119,13 +119,13 @@ impl ScalerSpec {
                     ));
                 }
             }
-            ScalerSpec::Robust { quantile_range: (lo, hi), .. } => {
-                if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo > hi {
-                    return Err(ScaleError::param(
-                        "quantile_range",
-                        format!("({lo}, {hi}) must satisfy 0 <= q_min <= q_max <= 100"),
-                    ));
-                }
+            ScalerSpec::Robust { quantile_range: (lo, hi), .. }
+                if !(0.0..=100.0).contains(&lo) || !(0.0..=100.0).contains(&hi) || lo > hi =>
+            {
+                return Err(ScaleError::param(
+                    "quantile_range",
+                    format!("({lo}, {hi}) must satisfy 0 <= q_min <= q_max <= 100"),
+                ));
             }
             _ => {}
         }

@@ -159,8 +159,8 @@ fn lp_normalize<T: Float>(c: &Case) -> Result<Produced, RunError> {
     let x = required::<T>(c, "x")?;
     let p_attr = attr_f64(c, "p")?.unwrap_or(2.0);
     let order = match p_attr {
-        v if v == 1.0 => 1,
-        v if v == 2.0 => 2,
+        1.0 => 1,
+        2.0 => 2,
         v => return Err(RunError::Unsupported(format!("lp_normalize with p = {v}"))),
     };
     let axis = attr_axis(c, "axis")?.unwrap_or(-1);

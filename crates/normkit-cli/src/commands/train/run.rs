@@ -107,6 +107,9 @@ fn eval_point(model: &Model, data: &Dataset, step: usize, train_loss: Option<f64
 /// Trains the model of `cfg` on `data`, evaluating at step 0, every
 /// `eval_every` steps and at the end. `on_eval` sees each evaluation as it comes,
 /// `on_step` each step (for a progress bar). Returns the run and the model.
+/// One optimizer step: backpropagate a loss and update the parameters.
+type StepFn = dyn FnMut(&Tensor) -> Result<()>;
+
 pub fn train(
     cfg: &Config,
     data: &Dataset,
@@ -118,7 +121,7 @@ pub fn train(
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let model = Model::new(cfg, data.rows, data.cols, data.classes, &mut rng)?;
     let params = model.trainable();
-    let mut opt: Box<dyn FnMut(&Tensor) -> Result<()>> = match cfg.optimizer {
+    let mut opt: Box<StepFn> = match cfg.optimizer {
         Optimizer::Sgd => {
             let mut sgd = SGD::new(params, cfg.lr)?;
             Box::new(move |loss| sgd.backward_step(loss))

@@ -26,16 +26,20 @@ pub struct GroupLayout {
 }
 
 impl GroupLayout {
-    /// A layout, checked: `groups > 0` divides `channels`, and a sample's groups
-    /// are not empty (`spatial > 0` when there are channels).
+    /// A layout, checked: there are channels, `groups > 0` divides `channels`,
+    /// and a sample's groups are not empty (`spatial > 0`). An empty batch
+    /// (`batch = 0`) is allowed.
     pub fn new(batch: usize, channels: usize, spatial: usize, groups: usize) -> Result<Self> {
+        if channels == 0 {
+            return Err(Error::Empty { what: "the channel axis of x".into(), shape: vec![batch, channels, spatial] });
+        }
         if groups == 0 || channels % groups != 0 {
             return Err(Error::invalid(
                 "num_groups",
                 format!("num_groups {groups} does not divide the {channels} channels of the input"),
             ));
         }
-        if spatial == 0 && channels > 0 {
+        if spatial == 0 {
             return Err(Error::Empty { what: "each group of x".into(), shape: vec![batch, channels, spatial] });
         }
         let layout = GroupLayout { batch, channels, spatial, groups };

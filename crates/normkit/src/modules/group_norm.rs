@@ -253,10 +253,24 @@ impl<T: Float> InstanceNorm<T> {
         self.running_mean.as_ref().zip(self.running_var.as_ref())
     }
 
+    /// Checks that the running statistics are both present or both absent (the
+    /// fields are public, so a caller may have replaced one); their shapes and
+    /// the parameters' are checked by the ops.
+    fn check_state(&self) -> Result<()> {
+        if self.running_mean.is_some() != self.running_var.is_some() {
+            return Err(Error::invalid(
+                "InstanceNorm",
+                "running_mean and running_var must be both present or both absent",
+            ));
+        }
+        Ok(())
+    }
+
     /// Normalizes `x` (`(N, C, *)`): with the input's statistics in training
     /// mode or without running statistics (updating them in training), with the
     /// running statistics otherwise. On error nothing is changed.
     pub fn forward(&mut self, x: TensorRef<'_, T>) -> Result<(Tensor<T>, InstanceNormSaved<T>)> {
+        self.check_state()?;
         check_channels(x, self.num_features, "InstanceNorm")?;
         let (w, b) = (self.weight.as_ref().map(Tensor::view), self.bias.as_ref().map(Tensor::view));
         if let (false, Some((rm, rv))) = (self.training, self.running()) {

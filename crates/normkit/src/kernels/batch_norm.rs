@@ -5,8 +5,9 @@
 //! with the channel on axis `a`, `outer = d_0 ⋯ d_{a-1}` and `inner = d_{a+1} ⋯ d_{r-1}`.
 //! `(N, C)` is `[N, C, 1]`, `(N, C, H, W)` is `[N, C, H·W]`, and channels-last
 //! `(N, H, W, C)` is `[N·H·W, C, 1]`. Channel `c` owns the `outer · inner` values
-//! `x[o, c, i]`; every pass below visits them in the order `(o, i)` ascending, so
-//! the results do not depend on the layout's split of work.
+//! `x[o, c, i]`. The passes run SIMD code over rayon's threads in an order fixed
+//! by the shape (see `per_channel.rs`), so results do not depend on the number
+//! of threads.
 //!
 //! The passes, each a separate function so that each can be made faster alone:
 //!
@@ -19,6 +20,7 @@
 //! [`batch_norm_forward_train`], [`batch_norm_forward_eval`] and
 //! [`batch_norm_backward`] compose them.
 
+use super::per_channel;
 use super::{check_buf, check_eps, check_param, write_param_grads, Affine, Grads};
 use crate::error::{Error, Result};
 use crate::float::{AccFloat, Float};
@@ -71,30 +73,24 @@ impl ChannelLayout {
     fn check(&self, what: &str, len: usize) -> Result<()> {
         check_buf(what, len, self.len()?)
     }
-
-    /// The contiguous runs `x[o, c, ..]` with their channel `c`, in memory order.
-    fn runs<'a, T>(&self, x: &'a [T]) -> impl Iterator<Item = (usize, &'a [T])> {
-        let (channels, inner) = (self.channels.max(1), self.inner.max(1));
-        x.chunks_exact(inner).enumerate().map(move |(k, run)| (k % channels, run))
-    }
 }
 
-/// Pass 1 (training): the statistics of each channel's `outer · inner` values,
-/// by the corrected two-pass algorithm over the whole channel, shifted by the
-/// channel's first value `s_c` (as [`Moments::from_slice`] does per block):
+/// Pass 1 (training): the statistics of each channel's `n = outer · inner`
+/// values, `mean_c = (1/n) Σ x` and `M2_c = Σ (x - mean_c)²`, in one read of `x`
+/// from memory: blocks of values small enough to stay in cache are each
+/// summarised by the corrected two-pass algorithm
 ///
 /// ```text
-/// n    = outer · inner
-/// m_c  = (1/n) Σ_{o,i} (x[o,c,i] - s_c)                        (sweep 1)
-/// d    = x[o,c,i] - s_c - m_c
-/// M2_c = Σ d² - (Σ d)² / n                                     (sweep 2)
-/// mean_c = s_c + m_c + (Σ d) / n
+/// m   = (1/k) Σ_block x                         (sweep 1, from memory)
+/// d   = x - m
+/// M2  = Σ d² - (Σ d)² / k,  mean = m + (Σ d)/k   (sweep 2, from cache)
 /// ```
 ///
-/// Each sweep reads `x` once, in memory order, into per-channel accumulators, so
-/// channels-last layouts (`inner = 1`) keep the two-pass accuracy that a value by
-/// value Welford update would lose. The result is a [`Moments`] per channel, so
-/// statistics of batches computed apart (threads, processes) merge by Chan's formula.
+/// and merged by Chan's formula in an order fixed by the shape (see
+/// `per_channel.rs`: whole runs `x[o, c, ..]` for NCHW-like layouts, blocks of
+/// rows vectorized across channels for channels-last ones). Never
+/// `E[x²] - E[x]²`. The result is a [`Moments`] per channel, so statistics of
+/// batches computed apart (threads, processes) merge by Chan's formula.
 pub fn batch_norm_channel_moments<T: Float>(x: &[T], layout: ChannelLayout, out: &mut [Moments<T::Acc>]) -> Result<()> {
     layout.check("x", x.len())?;
     check_buf("moments", out.len(), layout.channels)?;
@@ -103,35 +99,17 @@ pub fn batch_norm_channel_moments<T: Float>(x: &[T], layout: ChannelLayout, out:
         out.fill(Moments::new());
         return Ok(());
     }
-    let zero = T::Acc::zero();
-    let shift: Vec<T::Acc> = (0..layout.channels).map(|c| x[c * layout.inner].to_acc()).collect();
-    let count = T::Acc::from_count(n as u64);
-
-    // Sweep 1: the shifted sums.
-    let mut sum = vec![zero; layout.channels];
-    for (c, run) in layout.runs(x) {
-        sum[c] = run.iter().fold(sum[c], |s, &v| s + (v.to_acc() - shift[c]));
+    if layout.is_empty() {
+        return Ok(());
     }
-    let m: Vec<T::Acc> = sum.iter().map(|&s| s / count).collect();
-
-    // Sweep 2: deviations from the shifted mean.
-    let (mut dev_sum, mut dev_sq) = (vec![zero; layout.channels], vec![zero; layout.channels]);
-    for (c, run) in layout.runs(x) {
-        for &v in run {
-            let d = (v.to_acc() - shift[c]) - m[c];
-            dev_sum[c] = dev_sum[c] + d;
-            dev_sq[c] = dev_sq[c] + d * d;
-        }
-    }
-    for (c, o) in out.iter_mut().enumerate() {
-        let m2 = dev_sq[c] - dev_sum[c] * dev_sum[c] / count;
-        *o = Moments::from_parts(n as u64, shift[c] + m[c] + dev_sum[c] / count, m2);
-    }
+    per_channel::channel_moments(x, layout, out);
     Ok(())
 }
 
 /// Pass 2: `y[o,c,i] = (x[o,c,i] - mean_c) · scale_c + bias_c` with
-/// `scale_c = rstd_c · weight_c`, computed in `T::Acc` and rounded once.
+/// `scale_c = rstd_c · weight_c`, computed in `T::Acc` and rounded once: one
+/// pass over `x` (SIMD, threads, non-temporal stores for large outputs). With
+/// `mean = 0` it is the folded affine map `y = x · scale_c + bias_c` exactly.
 pub fn batch_norm_apply<T: Float>(
     x: &[T],
     layout: ChannelLayout,
@@ -145,13 +123,11 @@ pub fn batch_norm_apply<T: Float>(
     check_buf("mean", mean.len(), layout.channels)?;
     check_buf("scale", scale.len(), layout.channels)?;
     check_param("bias", bias, layout.channels)?;
-    let inner = layout.inner.max(1);
-    for ((c, xr), yr) in layout.runs(x).zip(y.chunks_exact_mut(inner)) {
-        let b = super::param_at(bias, c, T::Acc::zero());
-        for (yj, &xj) in yr.iter_mut().zip(xr) {
-            *yj = T::from_acc((xj.to_acc() - mean[c]) * scale[c] + b);
-        }
+    if layout.is_empty() {
+        return Ok(());
     }
+    let shift: Vec<T::Acc> = (0..layout.channels).map(|c| super::param_at(bias, c, T::Acc::zero())).collect();
+    per_channel::apply(x, layout, mean, scale, &shift, y);
     Ok(())
 }
 
@@ -232,6 +208,11 @@ pub fn batch_norm_forward_eval<T: Float>(
     let mean: Vec<T::Acc> = running_mean.iter().map(|m| m.to_acc()).collect();
     let rstd = rstd_of::<T>(running_var, eps);
     batch_norm_apply(x, layout, &mean, &scale_of(&rstd, affine.weight), affine.bias, y)
+}
+
+/// Values widened to `T::Acc`.
+fn widen<T: Float>(v: &[T]) -> Vec<T::Acc> {
+    v.iter().map(|v| v.to_acc()).collect()
 }
 
 /// `rstd_c = 1 / sqrt(var_c + eps)` in `T::Acc`.
@@ -323,15 +304,11 @@ pub fn batch_norm_backward_reduce<T: Float>(
     check_buf("sum_dy_xhat", sum_dy_xhat.len(), layout.channels)?;
     sum_dy.fill(T::Acc::zero());
     sum_dy_xhat.fill(T::Acc::zero());
-    let inner = layout.inner.max(1);
-    for ((c, xr), dyr) in layout.runs(x).zip(dy.chunks_exact(inner)) {
-        let (m, r) = (mean[c].to_acc(), rstd[c].to_acc());
-        for (&xj, &dyj) in xr.iter().zip(dyr) {
-            let g = dyj.to_acc();
-            sum_dy[c] = sum_dy[c] + g;
-            sum_dy_xhat[c] = sum_dy_xhat[c] + g * (xj.to_acc() - m) * r;
-        }
+    if layout.is_empty() {
+        return Ok(());
     }
+    let (mean, rstd) = (widen(mean), widen(rstd));
+    per_channel::backward_sums(dy, x, layout, &mean, &rstd, sum_dy, sum_dy_xhat, None);
     Ok(())
 }
 
@@ -370,25 +347,21 @@ pub fn batch_norm_backward_dx<T: Float>(
         check_buf("sum_dy", s.len(), layout.channels)?;
         check_buf("sum_dy_xhat", sx.len(), layout.channels)?;
     }
-    let inv_n = T::Acc::from_count(layout.per_channel().max(1) as u64).recip();
-    let inner = layout.inner.max(1);
-    for (((c, xr), dyr), dxr) in layout.runs(x).zip(dy.chunks_exact(inner)).zip(dx.chunks_exact_mut(inner)) {
-        let (m, r) = (mean[c].to_acc(), rstd[c].to_acc());
-        let k = super::param_at(weight, c, T::Acc::one()) * r;
-        match training_sums {
-            Some((s, sx)) => {
-                let (mean_dy, mean_dy_xhat) = (s[c] * inv_n, sx[c] * inv_n);
-                for ((dxj, &xj), &dyj) in dxr.iter_mut().zip(xr).zip(dyr) {
-                    let xhat = (xj.to_acc() - m) * r;
-                    *dxj = T::from_acc(k * (dyj.to_acc() - mean_dy - xhat * mean_dy_xhat));
-                }
-            }
-            None => {
-                for (dxj, &dyj) in dxr.iter_mut().zip(dyr) {
-                    *dxj = T::from_acc(k * dyj.to_acc());
-                }
-            }
+    if layout.is_empty() {
+        return Ok(());
+    }
+    let zero = T::Acc::zero();
+    let (mean, rstd) = (widen(mean), widen(rstd));
+    let k = scale_of(&rstd, weight);
+    match training_sums {
+        Some((s, sx)) => {
+            let inv_n = T::Acc::from_count(layout.per_channel().max(1) as u64).recip();
+            let mean_dy: Vec<T::Acc> = s.iter().map(|&v| v * inv_n).collect();
+            let mean_dy_xhat: Vec<T::Acc> = sx.iter().map(|&v| v * inv_n).collect();
+            per_channel::train_dx(dy, x, layout, [&mean, &rstd, &k, &mean_dy, &mean_dy_xhat], dx);
         }
+        // dx = (dy - 0) · k_c + 0 = k_c · dy.
+        None => per_channel::apply(dy, layout, &vec![zero; layout.channels], &k, &vec![zero; layout.channels], dx),
     }
     Ok(())
 }
@@ -418,9 +391,25 @@ pub fn batch_norm_backward<T: Float>(
     check_param("dbias", grads.dbias.as_deref(), layout.channels)?;
     let zero = T::Acc::zero();
     let (mut sum_dy, mut sum_dy_xhat) = (vec![zero; layout.channels], vec![zero; layout.channels]);
-    batch_norm_backward_reduce(dy, x, layout, mean, rstd, &mut sum_dy, &mut sum_dy_xhat)?;
-    let sums = training.then_some((sum_dy.as_slice(), sum_dy_xhat.as_slice()));
-    batch_norm_backward_dx(dy, x, layout, mean, rstd, weight, sums, grads.dx)?;
+    if training {
+        batch_norm_backward_reduce(dy, x, layout, mean, rstd, &mut sum_dy, &mut sum_dy_xhat)?;
+        let sums = Some((sum_dy.as_slice(), sum_dy_xhat.as_slice()));
+        batch_norm_backward_dx(dy, x, layout, mean, rstd, weight, sums, grads.dx)?;
+    } else {
+        // Fixed statistics: dx = weight_c · rstd_c · dy and the sums in one sweep.
+        layout.check("x", x.len())?;
+        check_buf("dy", dy.len(), x.len())?;
+        check_buf("dx", grads.dx.len(), x.len())?;
+        check_buf("mean", mean.len(), layout.channels)?;
+        check_buf("rstd", rstd.len(), layout.channels)?;
+        check_param("weight", weight, layout.channels)?;
+        if !layout.is_empty() {
+            let (mean, rstd) = (widen(mean), widen(rstd));
+            let k = scale_of(&rstd, weight);
+            let eval_dx = Some((&mut *grads.dx, k.as_slice()));
+            per_channel::backward_sums(dy, x, layout, &mean, &rstd, &mut sum_dy, &mut sum_dy_xhat, eval_dx);
+        }
+    }
     write_param_grads::<T>(&sum_dy_xhat, grads.dweight);
     write_param_grads::<T>(&sum_dy, grads.dbias);
     Ok(())

@@ -13,6 +13,7 @@ mod batch_norm;
 mod group_norm;
 mod layer_norm;
 mod lp_normalize;
+mod per_channel;
 mod rms_norm;
 mod simd;
 

@@ -272,6 +272,16 @@ pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
     let Some(shift) = xs.first().map(|x| x.to_acc()) else {
         return Moments::new();
     };
+    let acc = shifted_moments(xs, shift);
+    Moments::from_parts(acc.count(), acc.mean() + shift, acc.m2())
+}
+
+/// The [`Moments`] of `x_i - shift`, as [`row_moments`] computes them. Callers
+/// that merge the moments of many rows of one channel shift them all by the
+/// same value, so that the merge's mean differences are not rounded at the
+/// scale of a large common offset.
+#[inline(always)]
+pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::Acc> {
     // The shifted block, widened once into L1; the three sums below read it.
     let mut u = [T::Acc::zero(); MOMENTS_BLOCK];
     let mut acc = Moments::new();
@@ -289,7 +299,7 @@ pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
         let block_moments = Moments::from_parts(block.len() as u64, m + dev_sum / k, dev_sq - dev_sum * dev_sum / k);
         acc = acc.merge(&block_moments);
     }
-    Moments::from_parts(acc.count(), acc.mean() + shift, acc.m2())
+    acc
 }
 
 /// `Σ_i f(v_i)` over accumulator values, laid out as [`lane_sum`]: each group

@@ -1,0 +1,474 @@
+//! The fast bodies of BatchNorm's passes: SIMD by run-time dispatch, rayon
+//! threads over a split fixed by the shape, non-temporal stores for large
+//! outputs (see [`super::simd`]). [`super::batch_norm`] checks its arguments and
+//! calls these.
+//!
+//! A `[outer, channels, inner]` tensor is walked one of two ways, chosen by the
+//! shape alone:
+//!
+//! - **runs** (`inner >= RUN_MIN`, e.g. NCHW): each contiguous run
+//!   `x[o, c, ..]` of `inner` values has one channel, so a run is a row as in
+//!   LayerNorm: its statistics come from [`simd::row_moments`] in one read from
+//!   memory, its elementwise work uses per-run scalars. Runs are independent, so
+//!   any split over threads gives the same per-run results; they are then merged
+//!   per channel in `o` order.
+//! - **columns** (`inner < RUN_MIN`, e.g. channels-last `(N, H, W, C)`): each row
+//!   `x[o, .., ..]` of `cols = channels · inner` values is processed as one
+//!   vector op across the columns (one accumulator per column). Statistics go
+//!   sub-block by sub-block of rows (two passes over a sub-block while it is in
+//!   cache, merged by Chan's formula), within fixed blocks of rows
+//!   ([`simd::param_blocks`]) whose partials are merged in block order; then the
+//!   columns of a channel are merged in order.
+//!
+//! Neither split looks at the thread count, so results are bitwise identical
+//! with any number of threads.
+//!
+//! Measured with `normkit bench` (f32, one thread, on the 2-core Zen 4 of the
+//! README): the previous scalar passes ran training forward at about 0.2 of
+//! copy bandwidth; see the README's table for these.
+
+use super::batch_norm::ChannelLayout;
+use super::simd;
+use crate::float::{AccFloat, Float};
+use crate::moments::Moments;
+use num_traits::{Float as _, Zero as _};
+use rayon::prelude::*;
+
+/// Layouts with runs of at least this many values go run by run, the others
+/// row by row across columns (see the module docs).
+const RUN_MIN: usize = 64;
+
+/// Values per sub-block of rows in the columns path's statistics (64 KiB of
+/// `f32`): the second sweep over a sub-block reads L2, not memory.
+const SUB_ELEMS: usize = 1 << 14;
+
+/// Values per chunk of rows in the columns path's elementwise passes, computed
+/// into an L1 buffer before a non-temporal store.
+const ROW_CHUNK: usize = 1024;
+
+fn use_runs(layout: ChannelLayout) -> bool {
+    layout.inner >= RUN_MIN
+}
+
+/// A per-channel value expanded to one per column (`cols = channels · inner`).
+fn per_column<A: Copy>(per_channel: &[A], inner: usize) -> Vec<A> {
+    per_channel.iter().flat_map(|&v| std::iter::repeat_n(v, inner)).collect()
+}
+
+/// Runs `task(first_unit, x_chunk, y_chunk)` over consecutive chunks of units
+/// (runs or rows) of `unit` values each, about [`simd::TASK_ELEMS`] values per
+/// chunk, on rayon's threads when worth it. The split depends on the shape only.
+/// `y` holds `y_unit` values per unit.
+fn for_each_unit_chunk<T: Float, U: Send>(
+    x: &[T],
+    y: &mut [U],
+    (unit, y_unit): (usize, usize),
+    task: impl Fn(usize, &[T], &mut [U]) + Sync + Send,
+) {
+    let upt = simd::rows_per_task(unit);
+    let (len, y_len) = (upt * unit, upt * y_unit);
+    if simd::worth_threads(x.len()) {
+        x.par_chunks(len).zip(y.par_chunks_mut(y_len)).enumerate().for_each(|(i, (x, y))| task(i * upt, x, y));
+    } else {
+        x.chunks(len).zip(y.chunks_mut(y_len)).enumerate().for_each(|(i, (x, y))| task(i * upt, x, y));
+    }
+}
+
+/// Each channel's [`Moments`]; `layout` is not empty and `out` holds `channels`.
+pub(crate) fn channel_moments<T: Float>(x: &[T], layout: ChannelLayout, out: &mut [Moments<T::Acc>]) {
+    let ChannelLayout { outer, channels, inner } = layout;
+    // Every value of channel `c` is shifted by its first value `x[0, c, 0]`, so
+    // that a large common offset does not round the merges' mean differences.
+    let shift: Vec<T::Acc> = x.chunks_exact(inner).take(channels).map(|run| run[0].to_acc()).collect();
+    let unshift = |m: Moments<T::Acc>, s: T::Acc| Moments::from_parts(m.count(), m.mean() + s, m.m2());
+    if use_runs(layout) {
+        let mut per_run = vec![Moments::new(); outer * channels];
+        for_each_unit_chunk(x, &mut per_run, (inner, 1), |first, x, out| {
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (k, (run, o)) in x.chunks_exact(inner).zip(out.iter_mut()).enumerate() {
+                        *o = simd::shifted_moments(run, shift[(first + k) % channels]);
+                    }
+                },
+            )
+        });
+        for (c, o) in out.iter_mut().enumerate() {
+            let m = per_run.iter().skip(c).step_by(channels).fold(Moments::new(), |acc, m| acc.merge(m));
+            *o = unshift(m, shift[c]);
+        }
+        return;
+    }
+    let cols = channels * inner;
+    let col_shift = per_column(&shift, inner);
+    let block_rows = outer.div_ceil(simd::param_blocks::<T::Acc>(outer, cols, 2)).max(1);
+    // Per block: [mean of each column | M2 of each column], of the shifted values.
+    let mut part = vec![T::Acc::zero(); outer.div_ceil(block_rows) * 2 * cols];
+    let task = |x: &[T], part: &mut [T::Acc]| {
+        simd::vectorized(
+            #[inline(always)]
+            || column_moments(x, &col_shift, part),
+        )
+    };
+    if simd::worth_threads(x.len()) {
+        x.par_chunks(block_rows * cols).zip(part.par_chunks_mut(2 * cols)).for_each(|(x, p)| task(x, p));
+    } else {
+        x.chunks(block_rows * cols).zip(part.chunks_mut(2 * cols)).for_each(|(x, p)| task(x, p));
+    }
+    let mut col = vec![Moments::new(); cols];
+    for (b, p) in part.chunks_exact(2 * cols).enumerate() {
+        let count = block_rows.min(outer - b * block_rows) as u64;
+        let (mean, m2) = p.split_at(cols);
+        for ((acc, &m), &q) in col.iter_mut().zip(mean).zip(m2) {
+            *acc = acc.merge(&Moments::from_parts(count, m, q));
+        }
+    }
+    for ((o, run), &s) in out.iter_mut().zip(col.chunks_exact(inner)).zip(&shift) {
+        *o = unshift(run.iter().fold(Moments::new(), |acc, m| acc.merge(m)), s);
+    }
+}
+
+/// The mean and M2 of each column `j` of the rows `x` (of `shift.len()`
+/// columns), less `shift_j`, into `out = [mean | M2]`: sub-block by sub-block of rows, each by the corrected
+/// two-pass algorithm (sums from memory, deviations from cache), merged left
+/// to right by Chan's formula.
+#[inline(always)]
+fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
+    let zero = T::Acc::zero();
+    let cols = shift.len();
+    let (mean, m2) = out.split_at_mut(cols);
+    let (mut m, mut dsum, mut dsq) = (vec![zero; cols], vec![zero; cols], vec![zero; cols]);
+    let sub_rows = (SUB_ELEMS / cols).max(1);
+    let mut count = 0usize;
+    for sub in x.chunks(sub_rows * cols) {
+        let r = sub.len() / cols;
+        m.fill(zero);
+        for row in sub.chunks_exact(cols) {
+            for ((a, &v), &s) in m.iter_mut().zip(row).zip(shift) {
+                *a = *a + (v.to_acc() - s);
+            }
+        }
+        let inv = T::Acc::from_count(r as u64).recip();
+        for a in m.iter_mut() {
+            *a = *a * inv;
+        }
+        dsum.fill(zero);
+        dsq.fill(zero);
+        for row in sub.chunks_exact(cols) {
+            for ((((p, q), &mu), &v), &s) in dsum.iter_mut().zip(dsq.iter_mut()).zip(&m).zip(row).zip(shift) {
+                let d = (v.to_acc() - s) - mu;
+                *p = *p + d;
+                *q = *q + d * d;
+            }
+        }
+        // Chan's merge of (count, mean, m2) with this sub-block's (r, mb, m2b).
+        let (na, nb) = (T::Acc::from_count(count as u64), T::Acc::from_count(r as u64));
+        let n = na + nb;
+        let (fb, fab) = (nb / n, na * (nb / n));
+        let first = count == 0;
+        let acc = mean.iter_mut().zip(m2.iter_mut());
+        for (((mean, m2), &mu), (&p, &q)) in acc.zip(&m).zip(dsum.iter().zip(&dsq)) {
+            let mb = mu + p * inv;
+            let m2b = q - p * p * inv;
+            if first {
+                (*mean, *m2) = (mb, m2b);
+            } else {
+                let delta = mb - *mean;
+                *mean = *mean + delta * fb;
+                *m2 = *m2 + m2b + delta * delta * fab;
+            }
+        }
+        count += r;
+    }
+}
+
+/// `y = (x - mean_c) · scale_c + shift_c` (all per channel, in `T::Acc`), one
+/// pass; sizes checked by the caller, `layout` not empty.
+pub(crate) fn apply<T: Float>(
+    x: &[T],
+    layout: ChannelLayout,
+    mean: &[T::Acc],
+    scale: &[T::Acc],
+    shift: &[T::Acc],
+    y: &mut [T],
+) {
+    let stream = simd::should_stream::<T>(y.len());
+    let ChannelLayout { channels, inner, .. } = layout;
+    if use_runs(layout) {
+        for_each_unit_chunk(x, y, (inner, inner), |first, x, y| {
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    let mut buf = [T::default(); simd::CHUNK];
+                    for (k, (xr, yr)) in x.chunks_exact(inner).zip(y.chunks_exact_mut(inner)).enumerate() {
+                        let c = (first + k) % channels;
+                        let (m, s, b) = (mean[c], scale[c], shift[c]);
+                        for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
+                            let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+                            for (o, &v) in out.iter_mut().zip(xc) {
+                                *o = T::from_acc((v.to_acc() - m) * s + b);
+                            }
+                            if stream {
+                                simd::stream_copy(yc, &buf[..xc.len()]);
+                            }
+                        }
+                    }
+                },
+            );
+            if stream {
+                simd::stream_fence();
+            }
+        });
+        return;
+    }
+    let cols = channels * inner;
+    let (cm, cs, cb) = (per_column(mean, inner), per_column(scale, inner), per_column(shift, inner));
+    let chunk_rows = (ROW_CHUNK / cols).max(1);
+    for_each_unit_chunk(x, y, (cols, cols), |_, x, y| {
+        let mut buf = vec![T::default(); if stream { chunk_rows * cols } else { 0 }];
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                for (xc, yc) in x.chunks(chunk_rows * cols).zip(y.chunks_mut(chunk_rows * cols)) {
+                    let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+                    for (or, xr) in out.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)) {
+                        let params = cm.iter().zip(&cs).zip(&cb);
+                        for ((o, &v), ((&m, &s), &b)) in or.iter_mut().zip(xr).zip(params) {
+                            *o = T::from_acc((v.to_acc() - m) * s + b);
+                        }
+                    }
+                    if stream {
+                        simd::stream_copy(yc, &buf[..xc.len()]);
+                    }
+                }
+            },
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    });
+}
+
+/// Per-channel `Σ dy` and `Σ dy · x̂` with `x̂ = (x - mean_c) · rstd_c`, into
+/// `sum_dy` and `sum_dy_xhat`; with `eval_dx = Some((dx, k))` also writes the
+/// fixed-statistics input gradient `dx = k_c · dy` in the same sweep (the data
+/// are read once). Sizes checked by the caller, `layout` not empty.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_sums<T: Float>(
+    dy: &[T],
+    x: &[T],
+    layout: ChannelLayout,
+    mean: &[T::Acc],
+    rstd: &[T::Acc],
+    sum_dy: &mut [T::Acc],
+    sum_dy_xhat: &mut [T::Acc],
+    eval_dx: Option<(&mut [T], &[T::Acc])>,
+) {
+    let ChannelLayout { outer, channels, inner } = layout;
+    let zero = T::Acc::zero();
+    let stream = eval_dx.as_ref().is_some_and(|(dx, _)| simd::should_stream::<T>(dx.len()));
+    let (dx, k) = match eval_dx {
+        Some((dx, k)) => (dx, Some(k)),
+        None => (&mut [][..], None),
+    };
+    if use_runs(layout) {
+        // Per run: (Σ dy, Σ dy · x̂), then summed per channel in `o` order.
+        let mut per_run = vec![zero; 2 * outer * channels];
+        let upt = simd::rows_per_task(inner);
+        let task = |first: usize, x: &[T], dy: &[T], dx: &mut [T], part: &mut [T::Acc]| {
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    let mut buf = [T::default(); simd::CHUNK];
+                    let runs = x.chunks_exact(inner).zip(dy.chunks_exact(inner));
+                    for (j, ((xr, dyr), p)) in runs.zip(part.chunks_exact_mut(2)).enumerate() {
+                        let c = (first + j) % channels;
+                        let (m, r) = (mean[c], rstd[c]);
+                        let (s, sx) = simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * ((x - m) * r)));
+                        p[0] = s;
+                        p[1] = sx;
+                        if let (Some(k), Some(dxr)) = (k, dx.get_mut(j * inner..(j + 1) * inner)) {
+                            scale_into(dxr, dyr, k[c], &mut buf, stream);
+                        }
+                    }
+                },
+            );
+            if stream {
+                simd::stream_fence();
+            }
+        };
+        let len = upt * inner;
+        let dx_len = if k.is_some() { len } else { 0 };
+        if simd::worth_threads(x.len()) {
+            let data = x.par_chunks(len).zip(dy.par_chunks(len)).zip(per_run.par_chunks_mut(2 * upt));
+            if k.is_some() {
+                data.zip(dx.par_chunks_mut(dx_len))
+                    .enumerate()
+                    .for_each(|(i, (((x, dy), p), dx))| task(i * upt, x, dy, dx, p));
+            } else {
+                data.enumerate().for_each(|(i, ((x, dy), p))| task(i * upt, x, dy, &mut [], p));
+            }
+        } else {
+            task(0, x, dy, dx, &mut per_run);
+        }
+        for (c, (s, sx)) in sum_dy.iter_mut().zip(sum_dy_xhat.iter_mut()).enumerate() {
+            let runs = per_run.chunks_exact(2).skip(c).step_by(channels);
+            (*s, *sx) = runs.fold((zero, zero), |(a, b), p| (a + p[0], b + p[1]));
+        }
+        return;
+    }
+    let cols = channels * inner;
+    let (cm, cr) = (per_column(mean, inner), per_column(rstd, inner));
+    let ck = k.map(|k| per_column(k, inner));
+    let block_rows = outer.div_ceil(simd::param_blocks::<T::Acc>(outer, cols, 2)).max(1);
+    let mut part = vec![zero; outer.div_ceil(block_rows) * 2 * cols];
+    let task = |x: &[T], dy: &[T], dx: &mut [T], part: &mut [T::Acc]| {
+        let mut buf = vec![T::default(); if stream { cols } else { 0 }];
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                let (ps, psx) = part.split_at_mut(cols);
+                for (row, (xr, dyr)) in x.chunks_exact(cols).zip(dy.chunks_exact(cols)).enumerate() {
+                    let params = cm.iter().zip(&cr).zip(ps.iter_mut().zip(psx.iter_mut()));
+                    for ((&v, &g), ((&m, &r), (s, sx))) in xr.iter().zip(dyr).zip(params) {
+                        let g = g.to_acc();
+                        *s = *s + g;
+                        *sx = *sx + g * ((v.to_acc() - m) * r);
+                    }
+                    if let (Some(ck), Some(dxr)) = (&ck, dx.get_mut(row * cols..(row + 1) * cols)) {
+                        let out = if stream { &mut buf[..] } else { &mut *dxr };
+                        for ((o, &g), &k) in out.iter_mut().zip(dyr).zip(ck) {
+                            *o = T::from_acc(k * g.to_acc());
+                        }
+                        if stream {
+                            simd::stream_copy(dxr, &buf);
+                        }
+                    }
+                }
+            },
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    };
+    let len = block_rows * cols;
+    if simd::worth_threads(x.len()) {
+        let data = x.par_chunks(len).zip(dy.par_chunks(len)).zip(part.par_chunks_mut(2 * cols));
+        if ck.is_some() {
+            data.zip(dx.par_chunks_mut(len)).for_each(|(((x, dy), p), dx)| task(x, dy, dx, p));
+        } else {
+            data.for_each(|((x, dy), p)| task(x, dy, &mut [], p));
+        }
+    } else if ck.is_some() {
+        let data = x.chunks(len).zip(dy.chunks(len)).zip(part.chunks_mut(2 * cols));
+        data.zip(dx.chunks_mut(len)).for_each(|(((x, dy), p), dx)| task(x, dy, dx, p));
+    } else {
+        let data = x.chunks(len).zip(dy.chunks(len)).zip(part.chunks_mut(2 * cols));
+        data.for_each(|((x, dy), p)| task(x, dy, &mut [], p));
+    }
+    let total = simd::sum_blocks(&mut part, 2 * cols);
+    let (ts, tsx) = total.split_at(cols);
+    for (c, (s, sx)) in sum_dy.iter_mut().zip(sum_dy_xhat.iter_mut()).enumerate() {
+        let range = c * inner..(c + 1) * inner;
+        *s = ts[range.clone()].iter().fold(zero, |a, &v| a + v);
+        *sx = tsx[range].iter().fold(zero, |a, &v| a + v);
+    }
+}
+
+/// `dx = k · dy` for one run, through the L1 buffer `buf` when streaming.
+#[inline(always)]
+fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::CHUNK], stream: bool) {
+    for (dxc, dyc) in dx.chunks_mut(simd::CHUNK).zip(dy.chunks(simd::CHUNK)) {
+        let out = if stream { &mut buf[..dyc.len()] } else { &mut *dxc };
+        for (o, &g) in out.iter_mut().zip(dyc) {
+            *o = T::from_acc(k * g.to_acc());
+        }
+        if stream {
+            simd::stream_copy(dxc, &buf[..dyc.len()]);
+        }
+    }
+}
+
+/// The training-mode input gradient, elementwise:
+/// `dx = k_c · (dy - mean_dy_c - x̂ · mean_dy_xhat_c)`, `x̂ = (x - mean_c) · rstd_c`.
+/// `coef = [mean, rstd, k, mean_dy, mean_dy_xhat]` per channel. Sizes checked by
+/// the caller, `layout` not empty.
+pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef: [&[T::Acc]; 5], dx: &mut [T]) {
+    let stream = simd::should_stream::<T>(dx.len());
+    let ChannelLayout { channels, inner, .. } = layout;
+    #[inline(always)]
+    fn grad<A: AccFloat>(v: A, g: A, [m, r, k, md, mdx]: [A; 5]) -> A {
+        k * (g - md - (v - m) * r * mdx)
+    }
+    if use_runs(layout) {
+        let upt = simd::rows_per_task(inner);
+        let task = |first: usize, x: &[T], dy: &[T], dx: &mut [T]| {
+            simd::vectorized(
+                #[inline(always)]
+                || {
+                    let mut buf = [T::default(); simd::CHUNK];
+                    let runs = x.chunks_exact(inner).zip(dy.chunks_exact(inner)).zip(dx.chunks_exact_mut(inner));
+                    for (j, ((xr, dyr), dxr)) in runs.enumerate() {
+                        let c = (first + j) % channels;
+                        let p = coef.map(|a| a[c]);
+                        let chunks =
+                            xr.chunks(simd::CHUNK).zip(dyr.chunks(simd::CHUNK)).zip(dxr.chunks_mut(simd::CHUNK));
+                        for ((xc, dyc), dxc) in chunks {
+                            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                            for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
+                                *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));
+                            }
+                            if stream {
+                                simd::stream_copy(dxc, &buf[..xc.len()]);
+                            }
+                        }
+                    }
+                },
+            );
+            if stream {
+                simd::stream_fence();
+            }
+        };
+        let len = upt * inner;
+        if simd::worth_threads(x.len()) {
+            let data = x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len));
+            data.enumerate().for_each(|(i, ((x, dy), dx))| task(i * upt, x, dy, dx));
+        } else {
+            task(0, x, dy, dx);
+        }
+        return;
+    }
+    let cols = channels * inner;
+    let cc: Vec<[T::Acc; 5]> = (0..cols).map(|j| coef.map(|a| a[j / inner])).collect();
+    let chunk_rows = (ROW_CHUNK / cols).max(1);
+    let task = |x: &[T], dy: &[T], dx: &mut [T]| {
+        let mut buf = vec![T::default(); if stream { chunk_rows * cols } else { 0 }];
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                let n = chunk_rows * cols;
+                for ((xc, dyc), dxc) in x.chunks(n).zip(dy.chunks(n)).zip(dx.chunks_mut(n)) {
+                    let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                    let rows = out.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)).zip(dyc.chunks_exact(cols));
+                    for ((or, xr), dyr) in rows {
+                        for (((o, &v), &g), &p) in or.iter_mut().zip(xr).zip(dyr).zip(&cc) {
+                            *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));
+                        }
+                    }
+                    if stream {
+                        simd::stream_copy(dxc, &buf[..xc.len()]);
+                    }
+                }
+            },
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    };
+    let len = simd::rows_per_task(cols) * cols;
+    if simd::worth_threads(x.len()) {
+        x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len)).for_each(|((x, dy), dx)| task(x, dy, dx));
+    } else {
+        task(x, dy, dx);
+    }
+}

@@ -6,11 +6,12 @@
 //! `(channels / groups) · spatial` values `x[n, g·cpg .. (g+1)·cpg, :]`, normalized
 //! on its own. The affine weight and bias are per channel, not per group.
 
+use super::per_group;
 use super::{check_buf, check_eps, check_param, write_param_grads, Affine, Grads};
 use crate::error::{Error, Result};
-use crate::float::{AccFloat, Float};
+use crate::float::Float;
 use crate::moments::Moments;
-use num_traits::{Float as _, One as _, Zero as _};
+use num_traits::{One as _, Zero as _};
 
 /// The `[batch, channels, spatial]` view of a GroupNorm input and its group count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,13 +80,16 @@ impl GroupLayout {
 /// GroupNorm forward. For each group `(n, g)` of `m = (C/G) · spatial` values:
 ///
 /// ```text
-/// mean = (1/m) Σ x        var = (1/m) Σ (x - mean)²        (by Moments::from_slice)
+/// mean = (1/m) Σ x        var = (1/m) Σ (x - mean)²        (blocked two-pass, Chan merge)
 /// rstd = 1 / sqrt(var + eps)
 /// y[n, c, s] = (x[n, c, s] - mean) · rstd · weight_c + bias_c
 /// ```
 ///
 /// Writes `y` and the per-group `mean` and `rstd` (`[batch, groups]`), in the
-/// input's dtype, for [`group_norm_backward`].
+/// input's dtype, for [`group_norm_backward`]. Each group is read from memory
+/// once: its statistics are computed, then it is normalized while still in
+/// cache; groups run over rayon's threads, with results that do not depend on
+/// the number of threads.
 pub fn group_norm_forward<T: Float>(
     x: &[T],
     layout: GroupLayout,
@@ -95,12 +99,16 @@ pub fn group_norm_forward<T: Float>(
     mean: &mut [T],
     rstd: &mut [T],
 ) -> Result<()> {
-    let stats = group_norm_stats(x, layout, eps)?;
+    check_buf("x", x.len(), layout.len()?)?;
+    let eps = check_eps::<T::Acc>(eps)?;
     affine.check(layout.channels)?;
     check_buf("y", y.len(), x.len())?;
     check_buf("mean", mean.len(), layout.num_stats())?;
     check_buf("rstd", rstd.len(), layout.num_stats())?;
-    group_norm_apply(x, layout, &stats, affine, y)?;
+    let mut stats = vec![(T::Acc::zero(), T::Acc::zero()); layout.num_stats()];
+    if !layout.is_empty() {
+        per_group::forward(x, layout, affine, eps, y, &mut stats);
+    }
     for ((m, r), &(mu, rs)) in mean.iter_mut().zip(rstd.iter_mut()).zip(&stats) {
         *m = T::from_acc(mu);
         *r = T::from_acc(rs);
@@ -115,12 +123,9 @@ pub fn group_norm_stats<T: Float>(x: &[T], layout: GroupLayout, eps: f64) -> Res
     if layout.is_empty() {
         return Ok(vec![(T::Acc::zero(), T::Acc::zero()); layout.num_stats()]);
     }
-    Ok(x.chunks_exact(layout.group_len())
-        .map(|group| {
-            let m = Moments::from_slice(group);
-            (m.mean(), (m.var_biased() + eps).sqrt().recip())
-        })
-        .collect())
+    let mut out = vec![(T::Acc::zero(), T::Acc::zero()); layout.num_stats()];
+    per_group::stats(x, layout, eps, &mut out);
+    Ok(out)
 }
 
 /// Per-group moments (count, mean, M2), for running statistics.
@@ -175,8 +180,10 @@ pub fn group_norm_apply<T: Float>(
 /// dweight_c = Σ_{n,s} dy · x̂        dbias_c = Σ_{n,s} dy
 /// ```
 ///
-/// One pass over each group gathers the two means, a second writes `dx` and the
-/// parameter terms, reduced in sample order (deterministic).
+/// One sweep over each group from memory gathers the two means and each run's
+/// `Σ dy` and `Σ dy · x̂`, a second sweep from cache writes `dx`; the parameter
+/// sums are added over the batch in sample order (see `per_group.rs`), so the
+/// results do not depend on the number of threads.
 pub fn group_norm_backward<T: Float>(
     dy: &[T],
     x: &[T],
@@ -195,36 +202,19 @@ pub fn group_norm_backward<T: Float>(
     check_param("dweight", grads.dweight.as_deref(), layout.channels)?;
     check_param("dbias", grads.dbias.as_deref(), layout.channels)?;
     let zero = T::Acc::zero();
-    let mut dweight = vec![zero; if grads.dweight.is_some() { layout.channels } else { 0 }];
-    let mut dbias = vec![zero; if grads.dbias.is_some() { layout.channels } else { 0 }];
+    let (c, want_dw, want_db) = (layout.channels, grads.dweight.is_some(), grads.dbias.is_some());
+    let (mut dweight, mut dbias) = (vec![zero; if want_dw { c } else { 0 }], vec![zero; if want_db { c } else { 0 }]);
     if !layout.is_empty() {
-        let (glen, s) = (layout.group_len(), layout.spatial);
-        let cpg = layout.channels / layout.groups;
-        let groups = x.chunks_exact(glen).zip(dy.chunks_exact(glen)).zip(grads.dx.chunks_exact_mut(glen));
-        for (gi, ((xg, dyg), dxg)) in groups.enumerate() {
-            let (m, r) = (mean[gi].to_acc(), rstd[gi].to_acc());
-            let c0 = (gi % layout.groups) * cpg;
-            let w = |k: usize| super::param_at(weight, c0 + k / s, T::Acc::one());
-
-            // Pass 1: the group's means of g and g·x̂.
-            let (mut sum_g, mut sum_gx) = (zero, zero);
-            for (k, (&xj, &dyj)) in xg.iter().zip(dyg).enumerate() {
-                let g = dyj.to_acc() * w(k);
-                sum_g = sum_g + g;
-                sum_gx = sum_gx + g * (xj.to_acc() - m) * r;
-            }
-            let inv = T::Acc::from_count(glen as u64).recip();
-            let (mean_g, mean_gx) = (sum_g * inv, sum_gx * inv);
-
-            // Pass 2: dx and the per-channel parameter terms.
-            for (k, ((&xj, &dyj), dxj)) in xg.iter().zip(dyg).zip(dxg.iter_mut()).enumerate() {
-                let xhat = (xj.to_acc() - m) * r;
-                *dxj = T::from_acc(r * (dyj.to_acc() * w(k) - mean_g - xhat * mean_gx));
-                if let Some(dw) = dweight.get_mut(c0 + k / s) {
-                    *dw = *dw + dyj.to_acc() * xhat;
+        // Per run (n, c): [Σ dy, Σ dy · x̂], added over the batch in sample order.
+        let mut run_sums = vec![zero; 2 * layout.batch * c];
+        per_group::backward(dy, x, layout, mean, rstd, weight, grads.dx, &mut run_sums);
+        for sample in run_sums.chunks_exact(2 * c) {
+            for (k, s) in sample.chunks_exact(2).enumerate() {
+                if let Some(db) = dbias.get_mut(k) {
+                    *db = *db + s[0];
                 }
-                if let Some(db) = dbias.get_mut(c0 + k / s) {
-                    *db = *db + dyj.to_acc();
+                if let Some(dw) = dweight.get_mut(k) {
+                    *dw = *dw + s[1];
                 }
             }
         }

@@ -14,6 +14,7 @@ mod group_norm;
 mod layer_norm;
 mod lp_normalize;
 mod per_channel;
+mod per_group;
 mod rms_norm;
 mod simd;
 

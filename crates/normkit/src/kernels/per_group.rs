@@ -1,0 +1,188 @@
+//! The fast bodies of GroupNorm's (and so InstanceNorm's) passes: each group
+//! `x[n, g·cpg .. (g+1)·cpg, :]` is a contiguous row, read from memory once
+//! while its statistics are computed, then normalized while it is still in
+//! L1/L2 (a group of `[32, 64, 56, 56]` with 32 groups is 25 KiB of `f32`).
+//! SIMD by run-time dispatch, groups over rayon's threads in tasks fixed by the
+//! shape, non-temporal stores for large outputs (see [`super::simd`]);
+//! [`super::group_norm`] checks the arguments and calls these.
+//!
+//! Groups are independent, so any split over threads gives the same results;
+//! the parameter gradients are per-run sums (one run `x[n, c, :]` each) added
+//! over the batch in sample order, so they do not depend on the split either.
+
+use super::group_norm::GroupLayout;
+use super::{simd, Affine};
+use crate::float::{AccFloat, Float};
+use num_traits::{Float as _, One as _, Zero as _};
+use rayon::prelude::*;
+
+/// Runs `task(first_group, x_chunk, y_chunk, stats_chunk)` over consecutive
+/// chunks of groups (about [`simd::TASK_ELEMS`] values each; a split fixed by
+/// the shape), on rayon's threads when worth it. `y` holds `glen` values per
+/// group, `stats` holds `per_stat` values per group.
+fn for_each_group_chunk<T: Float, U: Send, S: Send>(
+    x: &[T],
+    y: &mut [U],
+    stats: &mut [S],
+    (glen, per_stat): (usize, usize),
+    task: impl Fn(usize, &[T], &mut [U], &mut [S]) + Sync + Send,
+) {
+    let gpt = simd::rows_per_task(glen);
+    let (len, s_len) = (gpt * glen, gpt * per_stat);
+    if simd::worth_threads(x.len()) {
+        let it = x.par_chunks(len).zip(y.par_chunks_mut(len)).zip(stats.par_chunks_mut(s_len));
+        it.enumerate().for_each(|(i, ((x, y), s))| task(i * gpt, x, y, s));
+    } else {
+        let it = x.chunks(len).zip(y.chunks_mut(len)).zip(stats.chunks_mut(s_len));
+        it.enumerate().for_each(|(i, ((x, y), s))| task(i * gpt, x, y, s));
+    }
+}
+
+/// Each group's `(mean, rstd)`; `layout` not empty, `out` of `batch · groups`.
+pub(crate) fn stats<T: Float>(x: &[T], layout: GroupLayout, eps: T::Acc, out: &mut [(T::Acc, T::Acc)]) {
+    let glen = layout.group_len();
+    let task = |x: &[T], out: &mut [(T::Acc, T::Acc)]| {
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                for (g, o) in x.chunks_exact(glen).zip(out.iter_mut()) {
+                    let m = simd::row_moments(g);
+                    *o = (m.mean(), (m.var_biased() + eps).sqrt().recip());
+                }
+            },
+        )
+    };
+    let gpt = simd::rows_per_task(glen);
+    if simd::worth_threads(x.len()) {
+        x.par_chunks(gpt * glen).zip(out.par_chunks_mut(gpt)).for_each(|(x, o)| task(x, o));
+    } else {
+        task(x, out);
+    }
+}
+
+/// The fused forward: per group, `mean` and `rstd` from one read of the group,
+/// then `y = (x - mean) · (rstd · weight_c) + bias_c` from cache. Writes the
+/// statistics into `stats` (`(mean, rstd)` per group). `layout` not empty,
+/// sizes checked by the caller.
+pub(crate) fn forward<T: Float>(
+    x: &[T],
+    layout: GroupLayout,
+    affine: Affine<'_, T>,
+    eps: T::Acc,
+    y: &mut [T],
+    stats: &mut [(T::Acc, T::Acc)],
+) {
+    let (glen, spatial, groups) = (layout.group_len(), layout.spatial, layout.groups);
+    let cpg = layout.channels / groups;
+    let stream = simd::should_stream::<T>(y.len());
+    for_each_group_chunk(x, y, stats, (glen, 1), |first, x, y, stats| {
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                let mut buf = [T::default(); simd::CHUNK];
+                let groups_it = x.chunks_exact(glen).zip(y.chunks_exact_mut(glen)).zip(stats.iter_mut());
+                for (j, ((xg, yg), st)) in groups_it.enumerate() {
+                    let m = simd::row_moments(xg);
+                    let (mu, rs) = (m.mean(), (m.var_biased() + eps).sqrt().recip());
+                    *st = (mu, rs);
+                    let c0 = ((first + j) % groups) * cpg;
+                    for (k, (xr, yr)) in xg.chunks_exact(spatial).zip(yg.chunks_exact_mut(spatial)).enumerate() {
+                        let c = c0 + k;
+                        let scale = rs * super::param_at(affine.weight, c, T::Acc::one());
+                        let shift = super::param_at(affine.bias, c, T::Acc::zero());
+                        for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
+                            let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+                            for (o, &v) in out.iter_mut().zip(xc) {
+                                *o = T::from_acc((v.to_acc() - mu) * scale + shift);
+                            }
+                            if stream {
+                                simd::stream_copy(yc, &buf[..xc.len()]);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    });
+}
+
+/// The fused backward. Per group, with `x̂ = (x - mean) · rstd`:
+///
+/// 1. one sweep from memory over each run `(n, c)` of the group gives
+///    `Σ dy` and `Σ dy · x̂` (written to `run_sums`, `[batch · channels][2]`),
+///    whose `weight_c`-weighted sums over the group are `Σ g` and `Σ g · x̂`;
+/// 2. a sweep from cache writes `dx = rstd · (g - mean(g) - x̂ · mean(g · x̂))`.
+///
+/// `layout` not empty, sizes checked by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Float>(
+    dy: &[T],
+    x: &[T],
+    layout: GroupLayout,
+    mean: &[T],
+    rstd: &[T],
+    weight: Option<&[T]>,
+    dx: &mut [T],
+    run_sums: &mut [T::Acc],
+) {
+    let (glen, spatial, groups) = (layout.group_len(), layout.spatial, layout.groups);
+    let cpg = layout.channels / groups;
+    let stream = simd::should_stream::<T>(dx.len());
+    let inv = T::Acc::from_count(glen as u64).recip();
+    let task = |first: usize, x: &[T], dy: &[T], dx: &mut [T], sums: &mut [T::Acc]| {
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                let mut buf = [T::default(); simd::CHUNK];
+                let groups_it = x.chunks_exact(glen).zip(dy.chunks_exact(glen)).zip(dx.chunks_exact_mut(glen));
+                for (j, (((xg, dyg), dxg), sums)) in groups_it.zip(sums.chunks_exact_mut(2 * cpg)).enumerate() {
+                    let gi = first + j;
+                    let (m, r) = (mean[gi].to_acc(), rstd[gi].to_acc());
+                    let c0 = (gi % groups) * cpg;
+                    let (mut sum_g, mut sum_gx) = (T::Acc::zero(), T::Acc::zero());
+                    let runs = xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial));
+                    for (k, ((xr, dyr), s)) in runs.zip(sums.chunks_exact_mut(2)).enumerate() {
+                        let (sdy, sdyx) = simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * ((x - m) * r)));
+                        (s[0], s[1]) = (sdy, sdyx);
+                        let w = super::param_at(weight, c0 + k, T::Acc::one());
+                        sum_g = sum_g + w * sdy;
+                        sum_gx = sum_gx + w * sdyx;
+                    }
+                    let (mean_g, mean_gx) = (sum_g * inv, sum_gx * inv);
+                    let runs =
+                        xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial)).zip(dxg.chunks_exact_mut(spatial));
+                    for (k, ((xr, dyr), dxr)) in runs.enumerate() {
+                        let w = super::param_at(weight, c0 + k, T::Acc::one());
+                        let chunks =
+                            xr.chunks(simd::CHUNK).zip(dyr.chunks(simd::CHUNK)).zip(dxr.chunks_mut(simd::CHUNK));
+                        for ((xc, dyc), dxc) in chunks {
+                            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                            for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
+                                let xhat = (v.to_acc() - m) * r;
+                                *o = T::from_acc(r * (w * g.to_acc() - mean_g - xhat * mean_gx));
+                            }
+                            if stream {
+                                simd::stream_copy(dxc, &buf[..xc.len()]);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    };
+    let gpt = simd::rows_per_task(glen);
+    let len = gpt * glen;
+    if simd::worth_threads(x.len()) {
+        let it = x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len));
+        let it = it.zip(run_sums.par_chunks_mut(gpt * 2 * cpg)).enumerate();
+        it.for_each(|(i, (((x, dy), dx), s))| task(i * gpt, x, dy, dx, s));
+    } else {
+        task(0, x, dy, dx, run_sums);
+    }
+}

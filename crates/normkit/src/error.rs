@@ -55,6 +55,51 @@ pub enum Error {
         /// Why its value is refused.
         reason: String,
     },
+
+    /// A saved state lacks a tensor that the module has.
+    #[error("{origin}: tensor {name:?} is missing (the module expects {expected:?})")]
+    MissingTensor {
+        /// The tensor's full name, prefix included (`"bn1.running_var"`).
+        name: String,
+        /// Where the state came from: a file's path, or `"state dict"`.
+        origin: String,
+        /// Every name the module expects.
+        expected: Vec<String>,
+    },
+
+    /// A saved state holds, under the module's prefix, a tensor the module does
+    /// not have (loading is strict, as PyTorch's `load_state_dict` by default).
+    #[error("{origin}: unexpected tensor {name:?} (the module expects {expected:?})")]
+    UnexpectedTensor {
+        /// The tensor's full name.
+        name: String,
+        /// Where the state came from.
+        origin: String,
+        /// Every name the module expects.
+        expected: Vec<String>,
+    },
+
+    /// A saved tensor has another element type than the one required.
+    #[error("{origin}: tensor {name:?} has dtype {got}, expected {expected}")]
+    TensorDtype {
+        /// The tensor's full name.
+        name: String,
+        /// Where the state came from.
+        origin: String,
+        /// The dtype required (`"F32"`, `"I64"`, ...).
+        expected: String,
+        /// The dtype found.
+        got: String,
+    },
+
+    /// A file could not be read, written or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file's path.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// `Result` with normkit's [`Error`].

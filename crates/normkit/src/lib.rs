@@ -46,6 +46,7 @@ pub mod kernels;
 pub mod modules;
 pub mod moments;
 pub mod ops;
+pub mod state;
 pub mod tensor;
 
 pub use error::{Error, Result};
@@ -55,4 +56,5 @@ pub use modules::{
     RmsNorm, RmsNormSaved,
 };
 pub use moments::Moments;
+pub use state::{StateDict, StateTensor, Stateful};
 pub use tensor::{Tensor, TensorRef};

@@ -178,3 +178,128 @@ fn parameter_gradients_sum_over_every_block_of_rows() {
         assert!((rdw[j] - want).abs() <= 1e-12 * rows as f64, "rms dweight[{j}] {} vs {want}", rdw[j]);
     }
 }
+
+/// Every output of the BatchNorm (training, eval, folded; forward and
+/// backward), GroupNorm and InstanceNorm ops on one `(N, C, *)` input with the
+/// channel on `axis`, as bit patterns.
+fn run_channel_ops(shape: &[usize], axis: isize, groups: usize, seed: u64) -> Vec<Vec<u64>> {
+    use normkit::ops;
+    use normkit::Tensor;
+    let numel: usize = shape.iter().product();
+    let c = shape[if axis < 0 { shape.len() - 1 } else { axis as usize }];
+    let t = |v: Vec<f64>, s: &[usize]| Tensor::new(s, cast::<f32>(&v)).unwrap();
+    let x = t(values(numel, seed).iter().map(|v| 3.0 * v + 0.5).collect(), shape);
+    let dy = t(values(numel, seed + 1), shape);
+    let w = t(values(c, seed + 2).iter().map(|v| 1.0 + 0.5 * v).collect(), &[c]);
+    let b = t(values(c, seed + 3), &[c]);
+    let var = t(values(c, seed + 4).iter().map(|v| 1.5 + v).collect(), &[c]);
+    let bits = |v: &[f32]| v.iter().map(|&t| f64::from(t).to_bits()).collect::<Vec<u64>>();
+    let mut out = Vec::new();
+    let tr = ops::batch_norm_train(x.view(), axis, Some(w.view()), Some(b.view()), 1e-5).unwrap();
+    let stats: Vec<u64> = tr.batch_stats.iter().flat_map(|m| [m.mean().to_bits(), m.m2().to_bits()]).collect();
+    out.extend([bits(tr.y.data()), bits(tr.save_mean.data()), bits(tr.save_rstd.data()), stats]);
+    let g = ops::batch_norm_backward(
+        dy.view(),
+        x.view(),
+        axis,
+        tr.save_mean.view(),
+        tr.save_rstd.view(),
+        Some(w.view()),
+        true,
+    )
+    .unwrap();
+    out.extend([bits(g.dx.data()), bits(g.dweight.unwrap().data()), bits(g.dbias.unwrap().data())]);
+    let ev = ops::batch_norm_eval(x.view(), axis, b.view(), var.view(), Some(w.view()), Some(b.view()), 1e-5).unwrap();
+    out.push(bits(ev.data()));
+    let g =
+        ops::batch_norm_fixed_backward(dy.view(), x.view(), axis, b.view(), var.view(), Some(w.view()), true).unwrap();
+    out.extend([bits(g.dx.data()), bits(g.dweight.unwrap().data()), bits(g.dbias.unwrap().data())]);
+    out.push(bits(ops::batch_norm_folded(x.view(), axis, w.view(), b.view()).unwrap().data()));
+    if axis == 1 {
+        for gn in [groups, c] {
+            let f = ops::group_norm(x.view(), gn, Some(w.view()), Some(b.view()), 1e-5).unwrap();
+            let saved = (f.mean.view(), f.rstd.view());
+            let g = ops::group_norm_backward(dy.view(), x.view(), gn, saved, Some(w.view()), true).unwrap();
+            out.extend([bits(f.y.data()), bits(f.mean.data()), bits(f.rstd.data()), bits(g.dx.data())]);
+            out.extend([bits(g.dweight.unwrap().data()), bits(g.dbias.unwrap().data())]);
+        }
+        let f = ops::instance_norm(x.view(), Some(w.view()), Some(b.view()), 1e-5).unwrap();
+        out.push(bits(f.y.data()));
+    }
+    out
+}
+
+#[test]
+fn channel_and_group_ops_are_bitwise_identical_with_1_2_and_3_threads() {
+    // NCHW (runs of 1089 values), channels-last (one value per run: the column
+    // path, several blocks of rows) and a narrow middle axis (runs of 40: the
+    // column path with channels spread over several columns); all large
+    // enough to be split over threads.
+    let cases: [(&[usize], isize, usize); 4] =
+        [(&[8, 16, 33, 33], 1, 4), (&[4096, 24], -1, 1), (&[500, 7, 40], 1, 7), (&[64, 47, 47, 3], -1, 1)];
+    for (k, (shape, axis, groups)) in cases.into_iter().enumerate() {
+        let one = with_threads(1, || run_channel_ops(shape, axis, groups, 50 + k as u64));
+        for threads in [2, 3] {
+            let many = with_threads(threads, || run_channel_ops(shape, axis, groups, 50 + k as u64));
+            for (i, (a, m)) in one.iter().zip(&many).enumerate() {
+                assert!(a == m, "{shape:?} axis {axis}: output {i} differs between 1 and {threads} threads");
+            }
+        }
+    }
+}
+
+#[test]
+fn large_batch_norm_and_group_norm_match_the_f64_reference() {
+    // 4.7 M f32 values: outputs written with non-temporal stores, statistics
+    // merged over many runs, work split over two threads; NCHW and
+    // channels-last. Checked per channel against compensated f64 sums.
+    use normkit::ops;
+    use normkit::Tensor;
+    let (n, c, hw) = (8usize, 64usize, 96 * 96);
+    let xs: Vec<f64> = values(n * c * hw, 77).iter().map(|v| 100.0 + 2.0 * v).collect();
+    let x = Tensor::new(&[n, c, hw], cast::<f32>(&xs)).unwrap();
+    let x64: Vec<f64> = x.data().iter().map(|&v| f64::from(v)).collect();
+    let tr = with_threads(2, || ops::batch_norm_train(x.view(), 1, None, None, 1e-5)).unwrap();
+    let gn = with_threads(2, || ops::group_norm(x.view(), 32, None, None, 1e-5)).unwrap();
+    // The same data channels-last: x_nhwc[o, ch] = x[o / hw, ch, o % hw].
+    let nhwc: Vec<f32> = (0..n * hw)
+        .flat_map(|o| (0..c).map(move |ch| (o, ch)))
+        .map(|(o, ch)| x.data()[(o / hw * c + ch) * hw + o % hw])
+        .collect();
+    let xl = Tensor::new(&[n * hw, c], nhwc).unwrap();
+    let trl = with_threads(2, || ops::batch_norm_train(xl.view(), -1, None, None, 1e-5)).unwrap();
+    for ch in [0, 1, 31, 63] {
+        let vals = || (0..n).flat_map(|i| x64[(i * c + ch) * hw..(i * c + ch + 1) * hw].iter().copied());
+        let mean = neumaier(vals()) / (n * hw) as f64;
+        let var = neumaier(vals().map(|v| (v - mean) * (v - mean))) / (n * hw) as f64;
+        let rstd = 1.0 / (var + 1e-5).sqrt();
+        for out in [&tr, &trl] {
+            let m = out.batch_stats[ch];
+            assert!((m.mean() - mean).abs() <= 1e-13 * 100.0, "channel {ch}: mean {} vs {mean}", m.mean());
+            assert!((m.var_biased() / var - 1.0).abs() <= 1e-12, "channel {ch}: var {} vs {var}", m.var_biased());
+        }
+        for i in [0, n - 1] {
+            for s in [0, 1, hw - 1] {
+                let want = (x64[(i * c + ch) * hw + s] - mean) * rstd;
+                let got = f64::from(tr.y.data()[(i * c + ch) * hw + s]);
+                let got_l = f64::from(trl.y.data()[(i * hw + s) * c + ch]);
+                // One f32 rounding of the output, |y| < 2: 2^-23 relative.
+                assert!((got - want).abs() <= 2.5e-7, "y[{i},{ch},{s}] {got} vs {want}");
+                assert!((got_l - want).abs() <= 2.5e-7, "nhwc y[{i},{s},{ch}] {got_l} vs {want}");
+            }
+        }
+    }
+    for gi in [0, 5, n * 32 - 1] {
+        let grp = &x64[gi * 2 * hw..(gi + 1) * 2 * hw];
+        let mean = neumaier(grp.iter().copied()) / grp.len() as f64;
+        let var = neumaier(grp.iter().map(|v| (v - mean) * (v - mean))) / grp.len() as f64;
+        let rstd = 1.0 / (var + 1e-5).sqrt();
+        assert!((f64::from(gn.mean.data()[gi]) - mean).abs() <= 1e-5, "group {gi} mean");
+        assert!((f64::from(gn.rstd.data()[gi]) / rstd - 1.0).abs() <= 2e-7, "group {gi} rstd");
+        for s in [0, hw, 2 * hw - 1] {
+            let want = (grp[s] - mean) * rstd;
+            let got = f64::from(gn.y.data()[gi * 2 * hw + s]);
+            assert!((got - want).abs() <= 2.5e-7, "group {gi} y[{s}] {got} vs {want}");
+        }
+    }
+}

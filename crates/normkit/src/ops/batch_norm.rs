@@ -64,21 +64,49 @@ pub fn batch_norm_train<T: Float>(
     bias: Option<TensorRef<'_, T>>,
     eps: f64,
 ) -> Result<BatchNormOutput<T>> {
-    let layout = batch_norm_layout(x.shape(), axis)?;
-    let c = layout.channels;
-    check_channel_param("weight", weight, c)?;
-    check_channel_param("bias", bias, c)?;
+    let c = batch_norm_layout(x.shape(), axis)?.channels;
     let mut y = vec![T::default(); x.data().len()];
     let (mut mean, mut rstd) = (vec![T::default(); c], vec![T::default(); c]);
     let mut stats = vec![Moments::new(); c];
-    let affine = Affine { weight: weight.map(|w| w.data()), bias: bias.map(|b| b.data()) };
-    kernels::batch_norm_forward_train(x.data(), layout, affine, eps, &mut y, &mut mean, &mut rstd, &mut stats)?;
+    let out = BatchNormOutMut { y: &mut y, save_mean: &mut mean, save_rstd: &mut rstd, batch_stats: &mut stats };
+    batch_norm_train_into(x, axis, weight, bias, eps, out)?;
     Ok(BatchNormOutput {
         y: Tensor::from_parts(x.shape().to_vec(), y),
         save_mean: Tensor::from_parts(vec![c], mean),
         save_rstd: Tensor::from_parts(vec![c], rstd),
         batch_stats: stats,
     })
+}
+
+/// Caller-provided output buffers of [`batch_norm_train_into`].
+#[derive(Debug)]
+pub struct BatchNormOutMut<'a, T: Float> {
+    /// Normalized output, as many elements as the input.
+    pub y: &'a mut [T],
+    /// Per-channel batch mean, `C` elements.
+    pub save_mean: &'a mut [T],
+    /// Per-channel `1 / sqrt(var + eps)`, `C` elements.
+    pub save_rstd: &'a mut [T],
+    /// Per-channel count, mean and M2, `C` elements.
+    pub batch_stats: &'a mut [Moments<T::Acc>],
+}
+
+/// [`batch_norm_train`] writing into caller-provided buffers (lengths checked);
+/// beyond them it allocates only per-channel scratch.
+pub fn batch_norm_train_into<T: Float>(
+    x: TensorRef<'_, T>,
+    axis: isize,
+    weight: Option<TensorRef<'_, T>>,
+    bias: Option<TensorRef<'_, T>>,
+    eps: f64,
+    out: BatchNormOutMut<'_, T>,
+) -> Result<()> {
+    let layout = batch_norm_layout(x.shape(), axis)?;
+    check_channel_param("weight", weight, layout.channels)?;
+    check_channel_param("bias", bias, layout.channels)?;
+    let affine = Affine { weight: weight.map(|w| w.data()), bias: bias.map(|b| b.data()) };
+    let BatchNormOutMut { y, save_mean, save_rstd, batch_stats } = out;
+    kernels::batch_norm_forward_train(x.data(), layout, affine, eps, y, save_mean, save_rstd, batch_stats)
 }
 
 /// Eval-mode BatchNorm: normalizes with fixed `running_mean` and `running_var`
@@ -97,15 +125,66 @@ pub fn batch_norm_eval<T: Float>(
     bias: Option<TensorRef<'_, T>>,
     eps: f64,
 ) -> Result<Tensor<T>> {
+    let mut y = vec![T::default(); x.data().len()];
+    batch_norm_eval_into(x, axis, running_mean, running_var, weight, bias, eps, &mut y)?;
+    Ok(Tensor::from_parts(x.shape().to_vec(), y))
+}
+
+/// [`batch_norm_eval`] writing into `y` (as many elements as `x`), one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_eval_into<T: Float>(
+    x: TensorRef<'_, T>,
+    axis: isize,
+    running_mean: TensorRef<'_, T>,
+    running_var: TensorRef<'_, T>,
+    weight: Option<TensorRef<'_, T>>,
+    bias: Option<TensorRef<'_, T>>,
+    eps: f64,
+    y: &mut [T],
+) -> Result<()> {
     let layout = batch_norm_layout(x.shape(), axis)?;
     let c = layout.channels;
     check_running(running_mean, running_var, c)?;
     check_channel_param("weight", weight, c)?;
     check_channel_param("bias", bias, c)?;
-    let mut y = vec![T::default(); x.data().len()];
     let affine = Affine { weight: weight.map(|w| w.data()), bias: bias.map(|b| b.data()) };
-    kernels::batch_norm_forward_eval(x.data(), layout, running_mean.data(), running_var.data(), affine, eps, &mut y)?;
+    kernels::batch_norm_forward_eval(x.data(), layout, running_mean.data(), running_var.data(), affine, eps, y)
+}
+
+/// A BatchNorm folded into one per-channel affine map (see
+/// `BatchNorm::fold_into_affine`), applied in one multiply-add pass:
+///
+/// ```text
+/// y = x · scale_c + shift_c
+/// ```
+///
+/// `scale` and `shift` have shape `[C]`, `axis` is the channel axis.
+pub fn batch_norm_folded<T: Float>(
+    x: TensorRef<'_, T>,
+    axis: isize,
+    scale: TensorRef<'_, T>,
+    shift: TensorRef<'_, T>,
+) -> Result<Tensor<T>> {
+    let mut y = vec![T::default(); x.data().len()];
+    batch_norm_folded_into(x, axis, scale, shift, &mut y)?;
     Ok(Tensor::from_parts(x.shape().to_vec(), y))
+}
+
+/// [`batch_norm_folded`] writing into `y` (as many elements as `x`).
+pub fn batch_norm_folded_into<T: Float>(
+    x: TensorRef<'_, T>,
+    axis: isize,
+    scale: TensorRef<'_, T>,
+    shift: TensorRef<'_, T>,
+    y: &mut [T],
+) -> Result<()> {
+    let layout = batch_norm_layout(x.shape(), axis)?;
+    check_channel_param("scale", Some(scale), layout.channels)?;
+    check_channel_param("shift", Some(shift), layout.channels)?;
+    let zero = vec![<T::Acc as num_traits::Zero>::zero(); layout.channels];
+    let scale: Vec<T::Acc> = scale.data().iter().map(|s| s.to_acc()).collect();
+    // (x - 0) · scale + shift is x · scale + shift exactly.
+    kernels::batch_norm_apply(x.data(), layout, &zero, &scale, Some(shift.data()), y)
 }
 
 fn check_running<T>(running_mean: TensorRef<'_, T>, running_var: TensorRef<'_, T>, channels: usize) -> Result<()> {
@@ -169,6 +248,36 @@ pub fn batch_norm_backward<T: Float>(
     backward(dy, x, axis, save_mean, save_rstd.data().to_vec(), weight, has_bias, true)
 }
 
+/// [`batch_norm_backward`] writing into caller-provided gradient buffers:
+/// `grads.dx` as many elements as `x`, `grads.dweight`/`grads.dbias` `C` each
+/// or `None` to skip them.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward_into<T: Float>(
+    dy: TensorRef<'_, T>,
+    x: TensorRef<'_, T>,
+    axis: isize,
+    save_mean: TensorRef<'_, T>,
+    save_rstd: TensorRef<'_, T>,
+    weight: Option<TensorRef<'_, T>>,
+    grads: Grads<'_, T>,
+) -> Result<()> {
+    backward_into(dy, x, axis, save_mean, save_rstd.data(), weight, true, grads)
+}
+
+/// [`batch_norm_fixed_backward`] writing into caller-provided gradient buffers
+/// (as [`batch_norm_backward_into`]): one sweep over `x` and `dy`.
+pub fn batch_norm_fixed_backward_into<T: Float>(
+    dy: TensorRef<'_, T>,
+    x: TensorRef<'_, T>,
+    axis: isize,
+    mean: TensorRef<'_, T>,
+    rstd: TensorRef<'_, T>,
+    weight: Option<TensorRef<'_, T>>,
+    grads: Grads<'_, T>,
+) -> Result<()> {
+    backward_into(dy, x, axis, mean, rstd.data(), weight, false, grads)
+}
+
 /// Backward of [`batch_norm_eval`]: with the statistics fixed, `dx` is `dy` scaled
 /// per channel by `weight_c / sqrt(running_var_c + eps)`; `dweight` and `dbias`
 /// as in training.
@@ -216,21 +325,36 @@ fn backward<T: Float>(
     has_bias: bool,
     training: bool,
 ) -> Result<NormGrads<T>> {
-    let layout = batch_norm_layout(x.shape(), axis)?;
-    let c = layout.channels;
-    check_same_shape("dy", dy, x)?;
-    check_channel_param("mean", Some(mean), c)?;
-    kernels::check_param("rstd", Some(rstd.as_slice()), c)?;
-    check_channel_param("weight", weight, c)?;
+    let c = batch_norm_layout(x.shape(), axis)?.channels;
     let mut dx = vec![T::default(); x.data().len()];
     let mut dweight = weight.map(|_| vec![T::default(); c]);
     let mut dbias = has_bias.then(|| vec![T::default(); c]);
     let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };
-    let w = weight.map(|w| w.data());
-    kernels::batch_norm_backward(dy.data(), x.data(), layout, mean.data(), &rstd, w, training, grads)?;
+    backward_into(dy, x, axis, mean, &rstd, weight, training, grads)?;
     Ok(NormGrads {
         dx: Tensor::from_parts(x.shape().to_vec(), dx),
         dweight: dweight.map(|d| Tensor::from_parts(vec![c], d)),
         dbias: dbias.map(|d| Tensor::from_parts(vec![c], d)),
     })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_into<T: Float>(
+    dy: TensorRef<'_, T>,
+    x: TensorRef<'_, T>,
+    axis: isize,
+    mean: TensorRef<'_, T>,
+    rstd: &[T],
+    weight: Option<TensorRef<'_, T>>,
+    training: bool,
+    grads: Grads<'_, T>,
+) -> Result<()> {
+    let layout = batch_norm_layout(x.shape(), axis)?;
+    let c = layout.channels;
+    check_same_shape("dy", dy, x)?;
+    check_channel_param("mean", Some(mean), c)?;
+    kernels::check_param("rstd", Some(rstd), c)?;
+    check_channel_param("weight", weight, c)?;
+    let w = weight.map(|w| w.data());
+    kernels::batch_norm_backward(dy.data(), x.data(), layout, mean.data(), rstd, w, training, grads)
 }

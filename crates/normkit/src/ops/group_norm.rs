@@ -1,6 +1,6 @@
 //! GroupNorm and InstanceNorm on shaped `(N, C, *)` tensors.
 
-use super::{check_param_shape, check_same_shape, NormGrads};
+use super::{check_param_shape, check_same_shape, LayerNormOutMut, NormGrads};
 use crate::error::{Error, Result};
 use crate::float::{AccFloat, Float};
 use crate::kernels::{self, Affine, Grads, GroupLayout};
@@ -40,18 +40,34 @@ pub fn group_norm<T: Float>(
     eps: f64,
 ) -> Result<GroupNormOutput<T>> {
     let layout = group_layout(x.shape(), num_groups)?;
-    check_param_shape("weight", weight, &[layout.channels])?;
-    check_param_shape("bias", bias, &[layout.channels])?;
     let mut y = vec![T::default(); x.data().len()];
     let (mut mean, mut rstd) = (vec![T::default(); layout.num_stats()], vec![T::default(); layout.num_stats()]);
-    let affine = Affine { weight: weight.map(|w| w.data()), bias: bias.map(|b| b.data()) };
-    kernels::group_norm_forward(x.data(), layout, affine, eps, &mut y, &mut mean, &mut rstd)?;
+    let out = LayerNormOutMut { y: &mut y, mean: &mut mean, rstd: &mut rstd };
+    group_norm_into(x, num_groups, weight, bias, eps, out)?;
     let stats_shape = vec![layout.batch, layout.groups];
     Ok(GroupNormOutput {
         y: Tensor::from_parts(x.shape().to_vec(), y),
         mean: Tensor::from_parts(stats_shape.clone(), mean),
         rstd: Tensor::from_parts(stats_shape, rstd),
     })
+}
+
+/// [`group_norm`] writing into caller-provided buffers (lengths checked: `y` as
+/// many elements as `x`, `mean` and `rstd` `N · G` each); beyond them it
+/// allocates only per-group scratch.
+pub fn group_norm_into<T: Float>(
+    x: TensorRef<'_, T>,
+    num_groups: usize,
+    weight: Option<TensorRef<'_, T>>,
+    bias: Option<TensorRef<'_, T>>,
+    eps: f64,
+    out: LayerNormOutMut<'_, T>,
+) -> Result<()> {
+    let layout = group_layout(x.shape(), num_groups)?;
+    check_param_shape("weight", weight, &[layout.channels])?;
+    check_param_shape("bias", bias, &[layout.channels])?;
+    let affine = Affine { weight: weight.map(|w| w.data()), bias: bias.map(|b| b.data()) };
+    kernels::group_norm_forward(x.data(), layout, affine, eps, out.y, out.mean, out.rstd)
 }
 
 /// Backward of [`group_norm`]: gradients of `Σ y · dy` with respect to `x`, and to
@@ -65,6 +81,30 @@ pub fn group_norm_backward<T: Float>(
     weight: Option<TensorRef<'_, T>>,
     has_bias: bool,
 ) -> Result<NormGrads<T>> {
+    let c = group_layout(x.shape(), num_groups)?.channels;
+    let mut dx = vec![T::default(); x.data().len()];
+    let mut dweight = weight.map(|_| vec![T::default(); c]);
+    let mut dbias = has_bias.then(|| vec![T::default(); c]);
+    let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };
+    group_norm_backward_into(dy, x, num_groups, saved, weight, grads)?;
+    Ok(NormGrads {
+        dx: Tensor::from_parts(x.shape().to_vec(), dx),
+        dweight: dweight.map(|d| Tensor::from_parts(vec![c], d)),
+        dbias: dbias.map(|d| Tensor::from_parts(vec![c], d)),
+    })
+}
+
+/// [`group_norm_backward`] writing into caller-provided gradient buffers:
+/// `grads.dx` as many elements as `x`, `grads.dweight`/`grads.dbias` `C` each or
+/// `None` to skip them.
+pub fn group_norm_backward_into<T: Float>(
+    dy: TensorRef<'_, T>,
+    x: TensorRef<'_, T>,
+    num_groups: usize,
+    saved: (TensorRef<'_, T>, TensorRef<'_, T>),
+    weight: Option<TensorRef<'_, T>>,
+    grads: Grads<'_, T>,
+) -> Result<()> {
     let layout = group_layout(x.shape(), num_groups)?;
     check_same_shape("dy", dy, x)?;
     let (mean, rstd) = saved;
@@ -72,18 +112,8 @@ pub fn group_norm_backward<T: Float>(
     check_param_shape("mean", Some(mean), &stats_shape)?;
     check_param_shape("rstd", Some(rstd), &stats_shape)?;
     check_param_shape("weight", weight, &[layout.channels])?;
-    let c = layout.channels;
-    let mut dx = vec![T::default(); x.data().len()];
-    let mut dweight = weight.map(|_| vec![T::default(); c]);
-    let mut dbias = has_bias.then(|| vec![T::default(); c]);
-    let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };
     let w = weight.map(|w| w.data());
-    kernels::group_norm_backward(dy.data(), x.data(), layout, mean.data(), rstd.data(), w, grads)?;
-    Ok(NormGrads {
-        dx: Tensor::from_parts(x.shape().to_vec(), dx),
-        dweight: dweight.map(|d| Tensor::from_parts(vec![c], d)),
-        dbias: dbias.map(|d| Tensor::from_parts(vec![c], d)),
-    })
+    kernels::group_norm_backward(dy.data(), x.data(), layout, mean.data(), rstd.data(), w, grads)
 }
 
 /// Checks that an InstanceNorm input `(N, C, *)` has more than one spatial
@@ -120,6 +150,19 @@ pub fn instance_norm<T: Float>(
     group_norm(x, layout.groups, weight, bias, eps)
 }
 
+/// [`instance_norm`] writing into caller-provided buffers (`mean` and `rstd`
+/// `N · C` each).
+pub fn instance_norm_into<T: Float>(
+    x: TensorRef<'_, T>,
+    weight: Option<TensorRef<'_, T>>,
+    bias: Option<TensorRef<'_, T>>,
+    eps: f64,
+    out: LayerNormOutMut<'_, T>,
+) -> Result<()> {
+    let layout = check_instance_spatial(x.shape())?;
+    group_norm_into(x, layout.groups, weight, bias, eps, out)
+}
+
 /// Backward of [`instance_norm`]; `saved` is its `(mean, rstd)`, shape `[N, C]`.
 pub fn instance_norm_backward<T: Float>(
     dy: TensorRef<'_, T>,
@@ -130,6 +173,18 @@ pub fn instance_norm_backward<T: Float>(
 ) -> Result<NormGrads<T>> {
     let layout = check_instance_spatial(x.shape())?;
     group_norm_backward(dy, x, layout.groups, saved, weight, has_bias)
+}
+
+/// [`instance_norm_backward`] writing into caller-provided gradient buffers.
+pub fn instance_norm_backward_into<T: Float>(
+    dy: TensorRef<'_, T>,
+    x: TensorRef<'_, T>,
+    saved: (TensorRef<'_, T>, TensorRef<'_, T>),
+    weight: Option<TensorRef<'_, T>>,
+    grads: Grads<'_, T>,
+) -> Result<()> {
+    let layout = check_instance_spatial(x.shape())?;
+    group_norm_backward_into(dy, x, layout.groups, saved, weight, grads)
 }
 
 /// The running statistics' update of PyTorch's InstanceNorm with

@@ -20,11 +20,14 @@ mod mean_variance;
 mod rms_norm;
 
 pub use batch_norm::{
-    batch_norm_backward, batch_norm_eval, batch_norm_eval_backward, batch_norm_fixed_backward, batch_norm_layout,
-    batch_norm_train, batch_norm_update_running, resolve_axis, BatchNormOutput,
+    batch_norm_backward, batch_norm_backward_into, batch_norm_eval, batch_norm_eval_backward, batch_norm_eval_into,
+    batch_norm_fixed_backward, batch_norm_fixed_backward_into, batch_norm_folded, batch_norm_folded_into,
+    batch_norm_layout, batch_norm_train, batch_norm_train_into, batch_norm_update_running, resolve_axis,
+    BatchNormOutMut, BatchNormOutput,
 };
 pub use group_norm::{
-    group_layout, group_norm, group_norm_backward, instance_norm, instance_norm_backward, instance_norm_update_running,
+    group_layout, group_norm, group_norm_backward, group_norm_backward_into, group_norm_into, instance_norm,
+    instance_norm_backward, instance_norm_backward_into, instance_norm_into, instance_norm_update_running,
     GroupNormOutput,
 };
 pub use layer_norm::{

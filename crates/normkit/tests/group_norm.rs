@@ -274,6 +274,49 @@ proptest! {
     }
 }
 
+/// Inputs large enough for the kernels' threaded, multi-task paths (more than
+/// 2^16 values) and groups longer than one statistics block, f64 and f32,
+/// forward and backward against the reference.
+#[test]
+fn large_inputs_match_the_reference() {
+    let seed = rand::random::<u32>() as u64;
+    let (shape, groups) = ([3usize, 8, 9001], 4usize);
+    let len = numel(&shape);
+    let (x, dy) = (random_vec(len, seed, 2.0, 3.0), random_vec(len, seed + 1, 0.0, 1.0));
+    let (w, b) = (random_vec(8, seed + 2, 1.0, 0.5), random_vec(8, seed + 3, 0.0, 1.0));
+    let (wt, bt) = (t64(&[8], &w), t64(&[8], &b));
+    let out = ops::group_norm(t64(&shape, &x).view(), groups, Some(wt.view()), Some(bt.view()), 1e-5).unwrap();
+    let want = ref_group_norm(&x, &shape, groups, Some(&w), Some(&b), 1e-5);
+    assert_within("y", out.y.data(), &want.y, &y_tol(&x, &shape, groups, &want, Some(&w), Some(&b)));
+    assert_close("rstd", out.rstd.data(), &want.rstd, 0.0, 1e-12);
+    let g = ops::group_norm_backward(
+        t64(&shape, &dy).view(),
+        t64(&shape, &x).view(),
+        groups,
+        (out.mean.view(), out.rstd.view()),
+        Some(wt.view()),
+        true,
+    )
+    .unwrap();
+    let (dx, dw, db) = ref_group_norm_backward(&x, &dy, &shape, groups, Some(&w), 1e-5);
+    let m = (len / shape[0] / groups) as f64;
+    assert_close("dx", g.dx.data(), &dx, 1e-12 * 1.5 * m.sqrt(), 1e-9);
+    assert_close("dweight", g.dweight.unwrap().data(), &dw, 1e-12 * (len / 8) as f64, 1e-9);
+    assert_close("dbias", g.dbias.unwrap().data(), &db, 1e-13 * (len / 8) as f64, 1e-12);
+
+    let x32 = narrow(&x);
+    let out = ops::group_norm(Tensor::new(&shape, x32.clone()).unwrap().view(), groups, None, None, 1e-5).unwrap();
+    let xw = widen(&x32);
+    let want = ref_group_norm(&xw, &shape, groups, None, None, 1e-5);
+    let tol: Vec<f64> = want
+        .y
+        .iter()
+        .zip(y_tol(&xw, &shape, groups, &want, None, None))
+        .map(|(v, t)| f32::EPSILON as f64 * v.abs() + t)
+        .collect();
+    assert_within("y f32", &widen(out.y.data()), &want.y, &tol);
+}
+
 // ---------------------------------------------------------------- LayerNorm agreement
 
 /// LayerNorm over `(C, H, W)` is GroupNorm with one group, once GroupNorm's

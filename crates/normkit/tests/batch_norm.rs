@@ -553,3 +553,15 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(bn.forward(x.view()).is_err());
     assert!(bn.fold_into_affine().is_err());
 }
+
+#[test]
+fn empty_input_whose_outer_and_inner_dims_multiply_past_usize() {
+    // No channels: nothing to normalize, and outer · inner (2^80) must not overflow.
+    let big = 1usize << 40;
+    let x = Tensor::<f64>::new(&[big, 0, big], vec![]).unwrap();
+    let out = ops::batch_norm_train(x.view(), 1, None, None, 1e-5).unwrap();
+    assert_eq!((out.y.shape(), out.save_mean.shape()), (&[big, 0, big][..], &[0usize][..]));
+    let none = Tensor::<f64>::new(&[0], vec![]).unwrap();
+    let g = ops::batch_norm_backward(x.view(), x.view(), 1, none.view(), none.view(), None, false).unwrap();
+    assert_eq!(g.dx.shape(), &[big, 0, big]);
+}

@@ -641,6 +641,29 @@ fn bad_input_is_an_error_not_a_panic() {
     let mut dx = vec![0.0; 36];
     let grads = Grads { dx: &mut dx, dweight: Some(&mut [0.0; 5]), dbias: None };
     assert!(kernels::group_norm_backward(x.data(), x.data(), layout, &m, &r, None, grads).is_err());
+    // Layouts built by hand (the fields are public) are checked by every kernel.
+    for bad in [
+        GroupLayout { batch: 2, channels: 6, spatial: 3, groups: 4 },
+        GroupLayout { batch: 2, channels: 6, spatial: 3, groups: 0 },
+        GroupLayout { batch: 6, channels: 0, spatial: 6, groups: 1 },
+        GroupLayout { batch: 2, channels: 18, spatial: 0, groups: 3 },
+    ] {
+        let n = bad.batch * bad.channels * bad.spatial;
+        let (xb, mut yb) = (vec![1.0f64; n], vec![0.0f64; n]);
+        let (mut m, mut r) = (vec![0.0; 24], vec![0.0; 24]);
+        let e = kernels::group_norm_forward(&xb, bad, Affine::none(), 1e-5, &mut yb, &mut m, &mut r).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. } | Error::Empty { .. }), "{bad:?}: {e}");
+        assert!(kernels::group_norm_stats(&xb, bad, 1e-5).is_err());
+        assert!(kernels::group_norm_apply(&xb, bad, &[(0.0, 1.0); 24], Affine::none(), &mut yb).is_err());
+        let grads = Grads { dx: &mut yb, dweight: None, dbias: None };
+        assert!(kernels::group_norm_backward(&xb, &xb, bad, &m, &r, None, grads).is_err());
+    }
+    // An empty batch of huge groups holds nothing and is fine.
+    let big = 1usize << 40;
+    let empty = Tensor::<f64>::new(&[0, big, big], vec![]).unwrap();
+    assert_eq!(ops::group_norm(empty.view(), 1, None, None, 1e-5).unwrap().y.shape(), &[0, big, big]);
+    assert_eq!(ops::instance_norm(empty.view(), None, None, 1e-5).unwrap().y.shape(), &[0, big, big]);
+
     // Modules: wrong channel count; a failed forward changes nothing.
     let gn = GroupNorm::<f64>::new(2, 4).unwrap();
     let e = gn.forward(x.view()).unwrap_err();

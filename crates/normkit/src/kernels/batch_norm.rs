@@ -65,9 +65,10 @@ impl ChannelLayout {
         self.outer == 0 || self.channels == 0 || self.inner == 0
     }
 
-    /// Values per channel, `outer · inner`.
+    /// Values per channel, `outer · inner` (saturating: with no channels the
+    /// product may exceed `usize` while the layout holds no element).
     pub fn per_channel(&self) -> usize {
-        self.outer * self.inner
+        self.outer.saturating_mul(self.inner)
     }
 
     fn check(&self, what: &str, len: usize) -> Result<()> {

@@ -31,6 +31,16 @@ impl GroupLayout {
     /// and a sample's groups are not empty (`spatial > 0`). An empty batch
     /// (`batch = 0`) is allowed.
     pub fn new(batch: usize, channels: usize, spatial: usize, groups: usize) -> Result<Self> {
+        let layout = GroupLayout { batch, channels, spatial, groups };
+        layout.len()?;
+        Ok(layout)
+    }
+
+    /// Number of elements, `batch · channels · spatial`, after the checks of
+    /// [`GroupLayout::new`] (the fields are public, so every kernel checks its
+    /// layout through this).
+    pub fn len(&self) -> Result<usize> {
+        let GroupLayout { batch, channels, spatial, groups } = *self;
         if channels == 0 {
             return Err(Error::Empty { what: "the channel axis of x".into(), shape: vec![batch, channels, spatial] });
         }
@@ -43,16 +53,9 @@ impl GroupLayout {
         if spatial == 0 {
             return Err(Error::Empty { what: "each group of x".into(), shape: vec![batch, channels, spatial] });
         }
-        let layout = GroupLayout { batch, channels, spatial, groups };
-        layout.len()?;
-        Ok(layout)
-    }
-
-    /// Number of elements, `batch · channels · spatial`.
-    pub fn len(&self) -> Result<usize> {
-        self.batch
-            .checked_mul(self.channels)
-            .and_then(|v| v.checked_mul(self.spatial))
+        batch
+            .checked_mul(channels)
+            .and_then(|v| v.checked_mul(spatial))
             .ok_or_else(|| Error::invalid("layout", format!("{self:?} has more elements than usize holds")))
     }
 
@@ -63,12 +66,12 @@ impl GroupLayout {
 
     /// Values in one group, `(channels / groups) · spatial`.
     pub fn group_len(&self) -> usize {
-        self.channels / self.groups.max(1) * self.spatial
+        (self.channels / self.groups.max(1)).saturating_mul(self.spatial)
     }
 
     /// Number of groups over the batch, `batch · groups`: the length of `mean`/`rstd`.
     pub fn num_stats(&self) -> usize {
-        self.batch * self.groups
+        self.batch.saturating_mul(self.groups)
     }
 
     /// The channel of the `k`-th spatial run (`x[n, c, :]`, counted over the batch).

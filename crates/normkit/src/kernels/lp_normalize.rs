@@ -33,6 +33,14 @@ fn check_p(p: u32) -> Result<()> {
     }
 }
 
+/// Number of vectors, `outer · inner`: the length of the norms.
+fn num_vectors(layout: ChannelLayout) -> Result<usize> {
+    layout
+        .outer
+        .checked_mul(layout.inner)
+        .ok_or_else(|| Error::invalid("layout", format!("{layout:?} has more vectors than usize holds")))
+}
+
 /// For each run `x[o, c, :]` in memory order: the index of its first vector
 /// (`o · inner`) and the run.
 fn runs<T>(x: &[T], layout: ChannelLayout) -> impl Iterator<Item = (usize, &[T])> {
@@ -52,7 +60,7 @@ fn runs<T>(x: &[T], layout: ChannelLayout) -> impl Iterator<Item = (usize, &[T])
 pub fn lp_norms<T: Float>(x: &[T], layout: ChannelLayout, p: u32, out: &mut [T::Acc]) -> Result<()> {
     check_p(p)?;
     check_buf("x", x.len(), layout.len()?)?;
-    check_buf("norms", out.len(), layout.outer * layout.inner)?;
+    check_buf("norms", out.len(), num_vectors(layout)?)?;
     let zero = T::Acc::zero();
     out.fill(zero);
     if layout.is_empty() {
@@ -113,7 +121,7 @@ pub fn lp_normalize_apply<T: Float>(
 ) -> Result<()> {
     check_buf("x", x.len(), layout.len()?)?;
     check_buf("y", y.len(), x.len())?;
-    check_buf("norms", norms.len(), layout.outer * layout.inner)?;
+    check_buf("norms", norms.len(), num_vectors(layout)?)?;
     let eps = super::check_eps::<T::Acc>(eps)?;
     if layout.is_empty() {
         return Ok(());
@@ -129,7 +137,14 @@ pub fn lp_normalize_apply<T: Float>(
 
 /// Lp normalization forward: passes 1 and 2.
 pub fn lp_normalize_forward<T: Float>(x: &[T], layout: ChannelLayout, p: u32, eps: f64, y: &mut [T]) -> Result<()> {
-    let mut norms = vec![T::Acc::zero(); layout.outer * layout.inner];
+    check_p(p)?;
+    check_buf("x", x.len(), layout.len()?)?;
+    check_buf("y", y.len(), x.len())?;
+    super::check_eps::<T::Acc>(eps)?;
+    if layout.is_empty() {
+        return Ok(());
+    }
+    let mut norms = vec![T::Acc::zero(); num_vectors(layout)?];
     lp_norms(x, layout, p, &mut norms)?;
     lp_normalize_apply(x, layout, &norms, eps, y)
 }
@@ -156,13 +171,15 @@ pub fn lp_normalize_backward<T: Float>(
 ) -> Result<()> {
     check_buf("dy", dy.len(), x.len())?;
     check_buf("dx", dx.len(), x.len())?;
-    let zero = T::Acc::zero();
-    let mut norms = vec![zero; layout.outer * layout.inner];
-    lp_norms(x, layout, p, &mut norms)?;
+    check_p(p)?;
+    check_buf("x", x.len(), layout.len()?)?;
     let eps = super::check_eps::<T::Acc>(eps)?;
     if layout.is_empty() {
         return Ok(());
     }
+    let zero = T::Acc::zero();
+    let mut norms = vec![zero; num_vectors(layout)?];
+    lp_norms(x, layout, p, &mut norms)?;
     let inner = layout.inner;
     // Sweep 1: s = Σ dy · y per vector.
     let mut s = vec![zero; norms.len()];

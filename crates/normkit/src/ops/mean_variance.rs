@@ -29,7 +29,9 @@ fn mvn_permutation(shape: &[usize], axes: &[isize]) -> Result<(Vec<usize>, usize
     }
     reduced.sort_unstable();
     let mut perm: Vec<usize> = (0..shape.len()).filter(|a| !reduced.contains(a)).collect();
-    let n = reduced.iter().map(|&a| shape[a]).product();
+    // Saturating: with a kept dim of 0 the product may exceed usize, and then
+    // there is nothing to normalize (the callers return early on empty data).
+    let n = reduced.iter().fold(1usize, |acc, &a| acc.saturating_mul(shape[a]));
     perm.extend(reduced);
     Ok((perm, n))
 }

@@ -15,6 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     Error::File { path: path.display().to_string(), reason: reason.to_string() }
@@ -66,7 +67,10 @@ pub fn write_safetensors<T: Float, P: AsRef<Path>>(path: P, state: &StateDict<T>
 /// `path`; the temporary file is removed if anything fails.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().ok_or_else(|| file_error(path, "is not a file path"))?;
-    let tmp = path.with_file_name(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    // Unique per process and call, so concurrent saves never share a temporary file.
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, Ordering::Relaxed);
+    let tmp = path.with_file_name(format!(".{}.tmp{}-{n}", name.to_string_lossy(), std::process::id()));
     let result = std::fs::File::create(&tmp)
         .and_then(|mut f| {
             f.write_all(bytes)?;

@@ -145,16 +145,13 @@ struct Budget {
 /// The row-normalization shapes of the issue: `[rows, n]`.
 const ROW_SHAPES: [[usize; 2]; 3] = [[8192, 768], [8192, 4096], [256, 65536]];
 
-/// Ops of issue "Every normalization layer" that this benchmark does not measure yet.
-const NOT_YET: [&str; 7] = [
-    "batch_norm_train",
-    "batch_norm_train_nhwc",
-    "batch_norm_eval",
-    "batch_norm_folded",
-    "group_norm",
-    "instance_norm",
-    "(shapes [32,64,56,56], [8,256,28,28], [32,56,56,64])",
-];
+/// The per-channel shapes of the issue, `(N, C, H, W)`, and the channels-last
+/// one, `(N, H, W, C)`.
+const NCHW_SHAPES: [[usize; 4]; 2] = [[32, 64, 56, 56], [8, 256, 28, 28]];
+const NHWC_SHAPE: [usize; 4] = [32, 56, 56, 64];
+
+/// GroupNorm's group count in the benchmark.
+const GROUPS: usize = 32;
 
 fn run_all(args: &Args) -> Result<(), BenchError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -227,6 +224,19 @@ fn run_all(args: &Args) -> Result<(), BenchError> {
                 }
             }
         }
+        for dtype in &args.dtype {
+            let nchw = NCHW_SHAPES.iter().flat_map(|s| ChanOp::NCHW.iter().map(move |op| (*op, *s)));
+            let nhwc = ChanOp::NHWC.iter().map(|op| (*op, NHWC_SHAPE));
+            for (op, shape) in nchw.chain(nhwc) {
+                if args.op.as_deref().is_some_and(|f| !op.name().contains(f)) {
+                    continue;
+                }
+                pool.install(|| match dtype.as_str() {
+                    "f64" => bench_chan_op::<f64>(&ctx, op, shape, &mut emit),
+                    _ => bench_chan_op::<f32>(&ctx, op, shape, &mut emit),
+                })?;
+            }
+        }
         if !args.no_sweep && args.op.as_deref().is_none_or(|f| "layer_norm".contains(f)) {
             say("size sweep: layer_norm fwd into f32, [64·k, 4096]; time should grow linearly in k");
             let factors: &[usize] = if args.quick { &[1, 4, 16, 64] } else { &[1, 2, 4, 8, 16, 32, 64] };
@@ -235,10 +245,6 @@ fn run_all(args: &Args) -> Result<(), BenchError> {
             }
         }
     }
-    say(&format!(
-        "not yet measured (issue \"Every normalization layer\" kernels not benchmarked yet): {}",
-        NOT_YET.join(", ")
-    ));
     if let Some(peers) = &peers {
         say(&summary(&rows, peers));
     }
@@ -392,6 +398,215 @@ fn bench_row_op<T: Float>(
     Ok(())
 }
 
+/// The per-channel ops: BatchNorm (channel axis 1, or last for `_nhwc`),
+/// GroupNorm with [`GROUPS`] groups, InstanceNorm.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ChanOp {
+    BnTrain { nhwc: bool },
+    BnEval { nhwc: bool },
+    BnFolded { nhwc: bool },
+    GroupNorm,
+    InstanceNorm,
+}
+
+impl ChanOp {
+    const NCHW: [ChanOp; 5] = [
+        ChanOp::BnTrain { nhwc: false },
+        ChanOp::BnEval { nhwc: false },
+        ChanOp::BnFolded { nhwc: false },
+        ChanOp::GroupNorm,
+        ChanOp::InstanceNorm,
+    ];
+    const NHWC: [ChanOp; 3] =
+        [ChanOp::BnTrain { nhwc: true }, ChanOp::BnEval { nhwc: true }, ChanOp::BnFolded { nhwc: true }];
+
+    fn name(self) -> &'static str {
+        match self {
+            ChanOp::BnTrain { nhwc: false } => "batch_norm_train",
+            ChanOp::BnTrain { nhwc: true } => "batch_norm_train_nhwc",
+            ChanOp::BnEval { nhwc: false } => "batch_norm_eval",
+            ChanOp::BnEval { nhwc: true } => "batch_norm_eval_nhwc",
+            ChanOp::BnFolded { nhwc: false } => "batch_norm_folded",
+            ChanOp::BnFolded { nhwc: true } => "batch_norm_folded_nhwc",
+            ChanOp::GroupNorm => "group_norm",
+            ChanOp::InstanceNorm => "instance_norm",
+        }
+    }
+
+    /// The channel axis of a 4-d input.
+    fn axis(self) -> isize {
+        match self {
+            ChanOp::BnTrain { nhwc: true } | ChanOp::BnEval { nhwc: true } | ChanOp::BnFolded { nhwc: true } => -1,
+            _ => 1,
+        }
+    }
+
+    fn has_backward(self) -> bool {
+        !matches!(self, ChanOp::BnFolded { .. })
+    }
+}
+
+/// One rotating set of buffers for a per-channel op: input, output gradient,
+/// output, and the saved statistics (`[C]` for BatchNorm, `[N, G]` otherwise).
+struct ChanSet<T: Float> {
+    x: Vec<T>,
+    dy: Vec<T>,
+    y: Vec<T>,
+    mean: Vec<T>,
+    rstd: Vec<T>,
+    moments: Vec<normkit::Moments<T::Acc>>,
+}
+
+/// Measures forward and (except for the folded affine map) backward of a
+/// per-channel op, each with the allocating call and the `_into` call.
+fn bench_chan_op<T: Float>(
+    ctx: &Ctx,
+    op: ChanOp,
+    shape: [usize; 4],
+    emit: &mut impl FnMut(Row),
+) -> Result<(), BenchError> {
+    let s = std::mem::size_of::<T>();
+    let numel: usize = shape.iter().product();
+    let (n, c) = (shape[0], if op.axis() == 1 { shape[1] } else { shape[3] });
+    let groups = match op {
+        ChanOp::GroupNorm => GROUPS,
+        ChanOp::InstanceNorm => c,
+        _ => 0,
+    };
+    let stats_len = if groups > 0 { n * groups } else { c };
+    let sets = (2 * ctx.llc).div_ceil(3 * numel * s).max(2);
+    let param = |seed: u64, scale: f64, offset: f64| -> Vec<T> {
+        (0..c).map(|j| T::from_f64(offset + scale * hash_unit(seed + j as u64))).collect()
+    };
+    let (weight, bias) = (param(7, 0.25, 1.0), param(11, 0.1, 0.0));
+    let (running_mean, running_var) = (param(13, 0.5, 0.5), param(17, 0.5, 1.0));
+    let mut bufs: Vec<ChanSet<T>> = (0..sets)
+        .map(|i| {
+            let seed = (i as u64) << 40;
+            ChanSet {
+                x: filled(numel, seed, 2.0, 0.5),
+                dy: if op.has_backward() { filled(numel, seed + 1, 1.0, 0.0) } else { Vec::new() },
+                y: vec![T::default(); numel],
+                mean: vec![T::default(); stats_len],
+                rstd: vec![T::default(); stats_len],
+                moments: vec![normkit::Moments::new(); c],
+            }
+        })
+        .collect();
+    let cs = [c];
+    let (w, b) = (TensorRef::new(&cs, &weight)?, TensorRef::new(&cs, &bias)?);
+    let (rm, rv) = (TensorRef::new(&cs, &running_mean)?, TensorRef::new(&cs, &running_var)?);
+    let stats_shape = if groups > 0 { vec![n, groups] } else { vec![c] };
+    let (axis, eps) = (op.axis(), 1e-5);
+    // Minimal bytes: x read and y written once, plus the small per-channel and
+    // per-group vectors each read or written once.
+    let (big, cb, sb) = (numel * s, c * s, stats_len * s);
+    let fwd_bytes = match op {
+        ChanOp::BnTrain { .. } => 2 * big + 4 * cb,
+        ChanOp::BnEval { .. } => 2 * big + 4 * cb,
+        ChanOp::BnFolded { .. } => 2 * big + 2 * cb,
+        ChanOp::GroupNorm | ChanOp::InstanceNorm => 2 * big + 2 * cb + 2 * sb,
+    };
+    // Backward: x and dy read, dx written; mean, rstd and weight read; dweight
+    // and dbias written.
+    let bwd_bytes = 3 * big + 2 * sb + 3 * cb;
+    let mut row = |pass: &'static str, variant: &'static str, bytes: usize, median: Duration| {
+        emit(Row {
+            op: op.name(),
+            pass,
+            variant,
+            dtype: T::NAME,
+            shape: shape.to_vec(),
+            threads: ctx.threads,
+            median_ms: median.as_secs_f64() * 1e3,
+            gbps: bytes as f64 / median.as_secs_f64() / 1e9,
+            copy_gbps: ctx.copy_gbps,
+            sweep: None,
+        });
+    };
+
+    // Forward into caller buffers; it also leaves each set's saved statistics.
+    // For eval-mode rows the saved `rstd` is `1 / sqrt(running_var + eps)`.
+    let fwd_into = |set: &mut ChanSet<T>| -> Result<(), normkit::Error> {
+        let x = TensorRef::new(&shape, &set.x)?;
+        match op {
+            ChanOp::BnTrain { .. } => {
+                let out = ops::BatchNormOutMut {
+                    y: &mut set.y,
+                    save_mean: &mut set.mean,
+                    save_rstd: &mut set.rstd,
+                    batch_stats: &mut set.moments,
+                };
+                ops::batch_norm_train_into(x, axis, Some(w), Some(b), eps, out)
+            }
+            ChanOp::BnEval { .. } => {
+                for (((m, r), &a), &v) in
+                    set.mean.iter_mut().zip(set.rstd.iter_mut()).zip(&running_mean).zip(&running_var)
+                {
+                    (*m, *r) = (a, T::from_f64(1.0 / (v.to_f64() + eps).sqrt()));
+                }
+                ops::batch_norm_eval_into(x, axis, rm, rv, Some(w), Some(b), eps, &mut set.y)
+            }
+            ChanOp::BnFolded { .. } => ops::batch_norm_folded_into(x, axis, w, b, &mut set.y),
+            ChanOp::GroupNorm | ChanOp::InstanceNorm => {
+                let out = LayerNormOutMut { y: &mut set.y, mean: &mut set.mean, rstd: &mut set.rstd };
+                match op {
+                    ChanOp::GroupNorm => ops::group_norm_into(x, groups, Some(w), Some(b), eps, out),
+                    _ => ops::instance_norm_into(x, Some(w), Some(b), eps, out),
+                }
+            }
+        }
+    };
+    let median = time_rotating(ctx.budget, &mut bufs, fwd_into)?;
+    row("fwd", "into", fwd_bytes, median);
+    let fwd_alloc = |set: &mut ChanSet<T>| -> Result<(), normkit::Error> {
+        let x = TensorRef::new(&shape, &set.x)?;
+        match op {
+            ChanOp::BnTrain { .. } => drop(ops::batch_norm_train(x, axis, Some(w), Some(b), eps)?),
+            ChanOp::BnEval { .. } => drop(ops::batch_norm_eval(x, axis, rm, rv, Some(w), Some(b), eps)?),
+            ChanOp::BnFolded { .. } => drop(ops::batch_norm_folded(x, axis, w, b)?),
+            ChanOp::GroupNorm => drop(ops::group_norm(x, groups, Some(w), Some(b), eps)?),
+            ChanOp::InstanceNorm => drop(ops::instance_norm(x, Some(w), Some(b), eps)?),
+        }
+        Ok(())
+    };
+    let median = time_rotating(ctx.budget, &mut bufs, fwd_alloc)?;
+    row("fwd", "alloc", fwd_bytes, median);
+    if !op.has_backward() {
+        return Ok(());
+    }
+
+    // Backward: dx, dweight, dbias (BatchNorm eval: with the statistics fixed).
+    let (mut dw, mut db) = (vec![T::default(); c], vec![T::default(); c]);
+    let mut bwd_into = |set: &mut ChanSet<T>| -> Result<(), normkit::Error> {
+        let (x, dy) = (TensorRef::new(&shape, &set.x)?, TensorRef::new(&shape, &set.dy)?);
+        let (mean, rstd) = (TensorRef::new(&stats_shape, &set.mean)?, TensorRef::new(&stats_shape, &set.rstd)?);
+        let grads = Grads { dx: &mut set.y, dweight: Some(&mut dw), dbias: Some(&mut db) };
+        match op {
+            ChanOp::BnTrain { .. } => ops::batch_norm_backward_into(dy, x, axis, mean, rstd, Some(w), grads),
+            ChanOp::BnEval { .. } => ops::batch_norm_fixed_backward_into(dy, x, axis, mean, rstd, Some(w), grads),
+            ChanOp::GroupNorm => ops::group_norm_backward_into(dy, x, groups, (mean, rstd), Some(w), grads),
+            _ => ops::instance_norm_backward_into(dy, x, (mean, rstd), Some(w), grads),
+        }
+    };
+    let median = time_rotating(ctx.budget, &mut bufs, &mut bwd_into)?;
+    row("bwd", "into", bwd_bytes, median);
+    let bwd_alloc = |set: &mut ChanSet<T>| -> Result<(), normkit::Error> {
+        let (x, dy) = (TensorRef::new(&shape, &set.x)?, TensorRef::new(&shape, &set.dy)?);
+        let (mean, rstd) = (TensorRef::new(&stats_shape, &set.mean)?, TensorRef::new(&stats_shape, &set.rstd)?);
+        match op {
+            ChanOp::BnTrain { .. } => drop(ops::batch_norm_backward(dy, x, axis, mean, rstd, Some(w), true)?),
+            ChanOp::BnEval { .. } => drop(ops::batch_norm_eval_backward(dy, x, axis, rm, rv, Some(w), true, eps)?),
+            ChanOp::GroupNorm => drop(ops::group_norm_backward(dy, x, groups, (mean, rstd), Some(w), true)?),
+            _ => drop(ops::instance_norm_backward(dy, x, (mean, rstd), Some(w), true)?),
+        }
+        Ok(())
+    };
+    let median = time_rotating(ctx.budget, &mut bufs, bwd_alloc)?;
+    row("bwd", "alloc", bwd_bytes, median);
+    Ok(())
+}
+
 /// Calls `f` once on every set (a warm-up that also faults in the pages of
 /// caller buffers), then times calls on the sets in turn until the budget is
 /// spent; returns the median time of one call.
@@ -528,7 +743,7 @@ fn read_peers(path: &Path) -> Result<BTreeMap<Key, Vec<(String, f64)>>, BenchErr
 
 fn header(peers: Option<&BTreeMap<Key, Vec<(String, f64)>>>) -> String {
     let mut h = format!(
-        "{:<11} {:<4} {:<6} {:<14} {:<5} {:>3} {:>10} {:>7} {:>8}",
+        "{:<22} {:<4} {:<6} {:<16} {:<5} {:>3} {:>10} {:>7} {:>8}",
         "op", "pass", "var", "shape", "dtype", "thr", "median_ms", "GB/s", "fraction"
     );
     if peers.is_some() {
@@ -540,7 +755,7 @@ fn header(peers: Option<&BTreeMap<Key, Vec<(String, f64)>>>) -> String {
 fn format_row(r: &Row, peers: Option<&BTreeMap<Key, Vec<(String, f64)>>>) -> String {
     let shape = format!("[{}]", r.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
     let mut line = format!(
-        "{:<11} {:<4} {:<6} {:<14} {:<5} {:>3} {:>10.3} {:>7.2} {:>8.2}",
+        "{:<22} {:<4} {:<6} {:<16} {:<5} {:>3} {:>10.3} {:>7.2} {:>8.2}",
         r.op,
         r.pass,
         r.variant,

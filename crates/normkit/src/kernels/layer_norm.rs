@@ -90,8 +90,9 @@ fn forward_rows<T: Float>(
     stream: bool,
 ) {
     let rows = x.chunks_exact(n).zip(y.chunks_exact_mut(n));
+    let mut scratch = simd::Scratch::new();
     for ((xr, yr), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
-        let stats = simd::row_moments(xr);
+        let stats = simd::row_moments(xr, &mut scratch);
         let mu = stats.mean();
         let rs = (stats.var_biased() + eps).sqrt().recip();
         normalize_row(xr, yr, mu, rs, affine, stream);

@@ -23,6 +23,9 @@ enum Command {
     /// Train a classifier on MNIST-format data with normkit's normalization
     /// layers in candle; compare configurations (--compare norm=none,batch).
     Train(Box<commands::train::Args>),
+    /// Scale numeric columns of CSV/Parquet files with scikit-learn's scalers,
+    /// streamed: fit, transform, fit-transform, inverse.
+    Scale(Box<commands::scale::Args>),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +34,6 @@ fn main() -> ExitCode {
         Command::Conformance(args) => commands::conformance::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Scale(args) => commands::scale::run(args),
     }
 }

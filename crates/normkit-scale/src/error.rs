@@ -17,10 +17,12 @@ pub enum ScaleError {
     },
 
     /// A value in the data cannot be used: not a number, or infinite.
-    #[error("{file}: line {line}, column {column:?}: {reason}")]
+    #[error("{file}: {unit} {line}, column {column:?}: {reason}")]
     BadValue {
         /// The file read (`<memory>` for in-memory data).
         file: String,
+        /// `line` for a CSV, `row` for Parquet.
+        unit: &'static str,
         /// The 1-based line of the file (the header is line 1 in a CSV with a header;
         /// the 1-based row in Parquet and in memory).
         line: u64,
@@ -42,10 +44,12 @@ pub enum ScaleError {
     },
 
     /// A column named by the user (or by saved parameters) is not in the file.
-    #[error("{file}: no column {column:?} (the file has: {available})")]
+    #[error("{file}: {place}: no column {column:?} (the file has: {available})")]
     UnknownColumn {
         /// The file read.
         file: String,
+        /// Where the columns are listed (`line 1 (the header)` in a CSV).
+        place: &'static str,
         /// The name asked for.
         column: String,
         /// The columns the file has, comma separated.

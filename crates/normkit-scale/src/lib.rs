@@ -34,6 +34,8 @@
 pub mod error;
 pub mod fit;
 pub mod fitted;
+pub mod io;
+pub mod params;
 pub mod quantile;
 pub mod spec;
 pub mod stats;
@@ -41,5 +43,7 @@ pub mod stats;
 pub use error::{Result, ScaleError};
 pub use fit::{fit, BatchSource, FitOptions, FitReport, MemorySource};
 pub use fitted::{Attributes, Fitted, RobustStats, SamplesSeen};
+pub use io::{ColumnInfo, Direction, Format, Progress, Table};
+pub use params::ParamsFile;
 pub use spec::{Norm, ScalerSpec};
 pub use stats::{ColumnStats, FitState, ShiftedMoments};

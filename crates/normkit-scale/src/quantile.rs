@@ -22,14 +22,17 @@
 //! - counts the keys that share a known prefix in 2^16 buckets of their next 16
 //!   bits (a histogram: 512 KiB), which tells which bucket holds each wanted rank
 //!   and the rank inside it; or
-//! - when the bucket that holds a rank has at most [`RankSelector::cap`] values,
-//!   collects them, sorts them and reads the rank off exactly.
+//! - when the bucket that holds a rank is small enough, collects its values,
+//!   sorts them and reads the rank off exactly. The smallest buckets collect
+//!   first, while the values collected by all columns together stay within a
+//!   budget (`cap`, 16 Mi values = 128 MiB by default).
 //!
 //! The first pass is a histogram over the top 16 bits (sign, exponent, 4 bits of
 //! mantissa); on most data the second pass collects. Data packed into a narrow
 //! range (1e15 + small integers) needs more histogram passes, at most four in all,
-//! since 64 bits are fixed 16 at a time. Memory: one histogram per pending group
-//! plus the collected values, at most `cap` per group.
+//! since 64 bits are fixed 16 at a time; so does data whose buckets together
+//! exceed the budget. Memory: one histogram per pending group plus at most
+//! `cap` collected values, whatever the file's size.
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +120,10 @@ pub fn nanmedian(xs: &[f64]) -> f64 {
     (v[i as usize] + v[j as usize]) / 2.0
 }
 
+/// A group of the next pass before its step is chosen: (column, level, prefix,
+/// values in the bucket, ranks).
+type Planned = (usize, u32, u64, u64, Vec<(u64, u64)>);
+
 /// Where a search for some ranks of one column stands.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 enum Step {
@@ -151,12 +158,14 @@ pub struct RankSelector {
 }
 
 impl RankSelector {
-    /// Default number of values a group may collect (8 Mi values, 64 MiB).
-    pub const DEFAULT_CAP: u64 = 8 << 20;
+    /// Default number of values all groups together may collect in one pass
+    /// (16 Mi values, 128 MiB).
+    pub const DEFAULT_CAP: u64 = 16 << 20;
 
     /// A search for `ranks[c]` (0-based, each `< counts[c]`) of column `c`, whose
     /// non-missing values number `counts[c]`. `cap` bounds the values collected
-    /// per group (memory `8 · cap` bytes at most per pending group).
+    /// in one pass by all groups together (memory `8 · cap` bytes), beside one
+    /// 512 KiB histogram per group still counting.
     pub fn new(ranks: &[Vec<u64>], cap: u64) -> Self {
         let cap = cap.max(1);
         let columns = ranks
@@ -295,11 +304,13 @@ impl RankSelector {
     }
 
     /// Ends a pass: resolves the ranks that collected groups hold and plans the
-    /// next pass for the others.
+    /// next pass for the others. The groups whose buckets are smallest collect
+    /// their values, as long as the values collected by all groups together stay
+    /// within [`RankSelector::cap`]; the others count the next 16 bits.
     pub fn finish_pass(&mut self) {
         self.passes += 1;
+        let mut planned: Vec<Planned> = Vec::new();
         for (c, groups) in self.columns.iter_mut().enumerate() {
-            let mut next: Vec<Group> = Vec::new();
             for g in groups.drain(..) {
                 match g.step {
                     Step::Collect { mut keys, .. } => {
@@ -316,33 +327,39 @@ impl RankSelector {
                             let (bucket, below) = locate(&counts, local);
                             let new_prefix = (prefix << BITS) | bucket as u64;
                             let new_level = level + 1;
-                            let in_bucket = counts[bucket];
-                            let key_of = |s: &Step| match s {
-                                Step::Histogram { level, prefix, .. } | Step::Collect { level, prefix, .. } => {
-                                    (*level, *prefix)
-                                }
-                            };
                             if new_level >= 4 {
                                 // All 64 bits are fixed: every key in the bucket is this value.
                                 self.found[c].push((rank, from_order_key(new_prefix)));
                                 continue;
                             }
-                            if let Some(existing) = next.iter_mut().find(|n| key_of(&n.step) == (new_level, new_prefix))
-                            {
-                                existing.ranks.push((rank, local - below));
-                                continue;
+                            match planned.iter_mut().find(|p| p.0 == c && p.1 == new_level && p.2 == new_prefix) {
+                                Some(p) => p.4.push((rank, local - below)),
+                                None => planned.push((
+                                    c,
+                                    new_level,
+                                    new_prefix,
+                                    counts[bucket],
+                                    vec![(rank, local - below)],
+                                )),
                             }
-                            let step = if in_bucket <= self.cap {
-                                Step::Collect { level: new_level, prefix: new_prefix, keys: Vec::new() }
-                            } else {
-                                Step::Histogram { level: new_level, prefix: new_prefix, counts: vec![0; BUCKETS] }
-                            };
-                            next.push(Group { step, ranks: vec![(rank, local - below)] });
                         }
                     }
                 }
             }
-            *groups = next;
+        }
+        // Smallest buckets first: they resolve the most ranks per byte.
+        planned.sort_by_key(|p| p.3);
+        let mut budget = self.cap;
+        for (c, level, prefix, in_bucket, ranks) in planned {
+            let step = if in_bucket <= budget {
+                budget -= in_bucket;
+                Step::Collect { level, prefix, keys: Vec::with_capacity(in_bucket as usize) }
+            } else {
+                Step::Histogram { level, prefix, counts: vec![0; BUCKETS] }
+            };
+            if let Some(groups) = self.columns.get_mut(c) {
+                groups.push(Group { step, ranks });
+            }
         }
     }
 

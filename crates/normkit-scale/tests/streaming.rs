@@ -5,7 +5,7 @@
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use normkit_scale::io::{Format, Table};
-use normkit_scale::{fit, Fitted, FitOptions, SamplesSeen, ScalerSpec};
+use normkit_scale::{fit, FitOptions, Fitted, SamplesSeen, ScalerSpec};
 use parquet::arrow::ArrowWriter;
 use rand::{Rng, SeedableRng};
 use std::io::Write;
@@ -15,14 +15,17 @@ use std::sync::Arc;
 /// Columns (name, values; NaN = missing) of the test file: `rows` rows.
 fn columns(rows: usize, seed: u64) -> Vec<(&'static str, Vec<f64>)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut miss = |p: f64, x: f64, rng: &mut rand::rngs::StdRng| if rng.random::<f64>() < p { f64::NAN } else { x };
+    let miss = |p: f64, x: f64, rng: &mut rand::rngs::StdRng| if rng.random::<f64>() < p { f64::NAN } else { x };
     let offset: Vec<f64> = (0..rows).map(|_| 1e15 + rng.random_range(-50..50) as f64).collect();
     let offset_missing: Vec<f64> = offset.iter().map(|&x| miss(0.1, x, &mut rng)).collect();
     let noisy: Vec<f64> = (0..rows).map(|_| miss(0.05, 1e6 + rng.random::<f64>() * 1e-3, &mut rng)).collect();
+    // Wide enough that scikit-learn does not call it constant (std > n·1e15·eps).
+    let wide: Vec<f64> = (0..rows).map(|_| 1e15 + rng.random_range(-5000..5000) as f64).collect();
     let normal: Vec<f64> = (0..rows).map(|_| rng.random_range(-3.0..3.0) * 10.0).collect();
     vec![
         ("offset_1e15", offset),
         ("offset_1e15_missing", offset_missing),
+        ("offset_1e15_wide", wide),
         ("constant_1e15", vec![1e15; rows]),
         ("constant_tenth", (0..rows).map(|i| if i % 3 == 1 { f64::NAN } else { 0.1 }).collect()),
         ("mean_1e6_spread_1e-3", noisy),
@@ -67,7 +70,7 @@ fn fit_file(path: &Path, format: Format, spec: &ScalerSpec, batch_rows: usize, c
     let mut t = Table::open(path, format).unwrap();
     t.batch_rows = batch_rows;
     let sel = t.select(None).unwrap();
-    assert_eq!(sel.len(), 6, "the label column is not numeric, the others are");
+    assert_eq!(sel.len(), 7, "the label column is not numeric, the others are");
     fit(spec, &mut t.source(&sel), FitOptions { quantile_cap: cap }).unwrap().0
 }
 
@@ -78,6 +81,8 @@ struct Reference {
     n: usize,
     mean: f64,
     var: f64,
+    /// Mean of |x - first value|: the scale of the rounding errors of a sum.
+    abs_dev: f64,
     sorted: Vec<f64>,
 }
 
@@ -88,13 +93,15 @@ impl Reference {
         let shift = v[0];
         let m = v.iter().map(|x| x - shift).sum::<f64>() / n as f64;
         let var = v.iter().map(|x| (x - shift - m).powi(2)).sum::<f64>() / n as f64;
+        let abs_dev = v.iter().map(|x| (x - shift).abs()).sum::<f64>() / n as f64;
         let mut sorted = v.clone();
         sorted.sort_by(f64::total_cmp);
-        Reference { n, mean: shift + m, var, sorted }
+        Reference { n, mean: shift + m, var, abs_dev, sorted }
     }
 
     fn percentile(&self, q: f64) -> f64 {
-        let h = (self.n - 1) as f64 * q / 100.0;
+        // numpy: q / 100 first, then times (n - 1).
+        let h = (self.n - 1) as f64 * (q / 100.0);
         let (i, t) = (h.floor() as usize, h - h.floor());
         let (a, b) = (self.sorted[i], self.sorted[(i + 1).min(self.n - 1)]);
         if t >= 0.5 {
@@ -118,16 +125,25 @@ fn check_against_reference(f: &Fitted, cols: &[(&str, Vec<f64>)], what: &str) {
         let ctx = format!("{what}, column {name}");
         match f.spec {
             ScalerSpec::Standard { .. } => {
-                let (mean, var, scale) = (a.mean_.as_ref().unwrap()[j], a.var_.as_ref().unwrap()[j], a.scale_.as_ref().unwrap()[j]);
-                // The mean is `shift + m` with m accurate to eps·spread: at most an
-                // ulp of the offset apart.
-                assert!(close(mean, r.mean, 2.0, 4.0 * f64::EPSILON * r.var.sqrt()), "{ctx}: mean {mean} vs {}", r.mean);
+                let (mean, var, scale) =
+                    (a.mean_.as_ref().unwrap()[j], a.var_.as_ref().unwrap()[j], a.scale_.as_ref().unwrap()[j]);
+                // The mean is `shift + m`: an ulp of the offset, plus the error of a
+                // sum of n shifted values (n·eps·mean|x - shift|) in either method.
+                let sum_err = 2.0 * r.n as f64 * f64::EPSILON * r.abs_dev;
+                assert!(close(mean, r.mean, 2.0, sum_err), "{ctx}: mean {mean} vs {}", r.mean);
                 // The variance of the shifted values: relative error of order n·eps.
                 assert!(close(var, r.var, 16.0 * r.n as f64, 0.0), "{ctx}: var {var} vs {}", r.var);
-                if r.var == 0.0 {
-                    assert_eq!((var, scale), (0.0, 1.0), "{ctx}: a constant column has var 0, scale 1");
+                // scikit-learn's `_is_constant_feature`: within the error bound of
+                // a naive variance, `var <= n·eps·var + (n·mean·eps)²` (so a spread
+                // of 50 about 1e15 over 2003 rows counts as constant, as there).
+                let n = r.n as f64;
+                if r.var <= n * f64::EPSILON * r.var + (n * r.mean * f64::EPSILON).powi(2) {
+                    assert_eq!(scale, 1.0, "{ctx}: a constant column has scale 1");
                 } else {
-                    assert!(close(scale, r.var.sqrt(), 16.0 * r.n as f64, 0.0), "{ctx}: scale");
+                    assert!(close(scale, r.var.sqrt(), 16.0 * n, 0.0), "{ctx}: scale {scale} vs {}", r.var.sqrt());
+                }
+                if r.var == 0.0 {
+                    assert_eq!(var, 0.0, "{ctx}: exactly constant");
                 }
             }
             ScalerSpec::MinMax { .. } => {
@@ -160,7 +176,12 @@ fn batches_of_1_7_1000_give_the_one_pass_parameters() {
         ScalerSpec::minmax(),
         ScalerSpec::MaxAbs,
         ScalerSpec::robust(),
-        ScalerSpec::Robust { with_centering: true, with_scaling: true, quantile_range: (10.0, 90.0), unit_variance: false },
+        ScalerSpec::Robust {
+            with_centering: true,
+            with_scaling: true,
+            quantile_range: (10.0, 90.0),
+            unit_variance: false,
+        },
     ];
     for (path, format) in [(&csv, Format::Csv), (&pq, Format::Parquet)] {
         for spec in &specs {
@@ -176,7 +197,8 @@ fn batches_of_1_7_1000_give_the_one_pass_parameters() {
                     assert_eq!(a.n_samples_seen_, b.n_samples_seen_, "{what}");
                     // Order statistics, extrema and constant-column decisions are
                     // exact whatever the batching.
-                    for (x, y) in [(&a.data_min_, &b.data_min_), (&a.data_max_, &b.data_max_), (&a.max_abs_, &b.max_abs_)]
+                    for (x, y) in
+                        [(&a.data_min_, &b.data_min_), (&a.data_max_, &b.data_max_), (&a.max_abs_, &b.max_abs_)]
                     {
                         assert_eq!(x, y, "{what}");
                     }

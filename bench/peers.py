@@ -7,8 +7,8 @@ same ops, shapes and thread counts, written as the same JSON lines plus a key
     python3 bench/peers.py --threads 1 --out peers.json
     normkit bench --threads 1 --compare peers.json
 
-Method, as in `normkit bench`: inputs rotate among buffer sets that together
-exceed twice the last-level cache; each row is the median time of one call;
+Method, as in `normkit bench`: inputs rotate among buffer sets whose inputs
+alone together exceed twice the last-level cache; each row is the median time of one call;
 `gbps` counts the minimal bytes of the op (each tensor read or written once)
 over that time; `copy_gbps` is the median of 11 copies of a 256 MiB buffer
 split over the same number of threads (numpy's copy, threads from a pool, as
@@ -16,7 +16,10 @@ numpy's copy releases the GIL). Variants: `alloc` is the peer's normal call,
 which returns new outputs (ONNX Runtime's `InferenceSession.run`; torch's
 functional call); `into` writes into caller-provided outputs (ONNX Runtime's
 I/O binding with preallocated output buffers). ONNX Runtime has no backward for
-these ops outside its training build, so it has forward rows only.
+these ops outside its training build, so it has forward rows only. Per-channel
+ops (BatchNorm training/eval/folded, GroupNorm with 32 groups, InstanceNorm)
+run at the NCHW shapes only (ONNX has no channels-last BatchNorm); torch's
+rows for them are forward only.
 """
 
 import argparse
@@ -31,6 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 ROW_SHAPES = [(8192, 768), (8192, 4096), (256, 65536)]
+# Per-channel ops, (N, C, H, W), as in `normkit bench`; GroupNorm with 32 groups.
+NCHW_SHAPES = [(32, 64, 56, 56), (8, 256, 28, 28)]
+CHAN_OPS = ["batch_norm_train", "batch_norm_eval", "batch_norm_folded", "group_norm", "instance_norm"]
+GROUPS = 32
 
 
 def last_level_cache():
@@ -96,6 +103,129 @@ def minimal_bytes(op, pas, rows, n, itemsize):
     return 2 * big + nb + rb if pas == "fwd" else 3 * big + rb + 2 * nb
 
 
+def chan_minimal_bytes(op, shape, itemsize):
+    """Forward bytes of a per-channel op, counted as `normkit bench` counts them."""
+    n, c = shape[0], shape[1]
+    big, cb = math.prod(shape) * itemsize, c * itemsize
+    if op in ("batch_norm_train", "batch_norm_eval"):
+        return 2 * big + 4 * cb
+    if op == "batch_norm_folded":
+        return 2 * big + 2 * cb
+    groups = GROUPS if op == "group_norm" else c
+    return 2 * big + 2 * cb + 2 * n * groups * itemsize
+
+
+def ort_options(threads):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+def ort_chan_session(op, c, eps, threads, dtype):
+    """An ONNX Runtime session of one per-channel op on (N, C, H, W) input `X`.
+
+    BatchNormalization (opset 15) with training_mode 1 (batch statistics) or 0
+    (running statistics); the folded affine map as Mul and Add of [C, 1, 1]
+    tensors; GroupNormalization (opset 21, per-channel scale and bias, which
+    ONNX Runtime runs as its function expansion); InstanceNormalization.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    dims = ["N", c, "H", "W"]
+    extra_outputs = []
+    x = helper.make_tensor_value_info("X", elem, dims)
+    y = helper.make_tensor_value_info("Y", elem, dims)
+    w = (1.0 + 0.25 * np.random.default_rng(7).uniform(-1, 1, c)).astype(dtype)
+    b = (0.1 * np.random.default_rng(11).uniform(-1, 1, c)).astype(dtype)
+    rm = (0.5 + 0.5 * np.random.default_rng(13).uniform(-1, 1, c)).astype(dtype)
+    rv = (1.0 + 0.5 * np.random.default_rng(17).uniform(-1, 1, c)).astype(dtype)
+    init = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    if op in ("batch_norm_train", "batch_norm_eval"):
+        init += [numpy_helper.from_array(rm, "M"), numpy_helper.from_array(rv, "V")]
+        train = 1 if op == "batch_norm_train" else 0
+        # Training mode must also output the updated running statistics.
+        outs = ["Y", "RM", "RV"] if train else ["Y"]
+        extra_outputs = [helper.make_tensor_value_info(o, elem, [c]) for o in outs[1:]]
+        nodes = [
+            helper.make_node(
+                "BatchNormalization", ["X", "W", "B", "M", "V"], outs, epsilon=eps, momentum=0.9, training_mode=train
+            )
+        ]
+        opset = 15
+    elif op == "batch_norm_folded":
+        init = [numpy_helper.from_array(w.reshape(c, 1, 1), "W"), numpy_helper.from_array(b.reshape(c, 1, 1), "B")]
+        nodes = [helper.make_node("Mul", ["X", "W"], ["XW"]), helper.make_node("Add", ["XW", "B"], ["Y"])]
+        opset = 17
+    elif op == "group_norm":
+        nodes = [helper.make_node("GroupNormalization", ["X", "W", "B"], ["Y"], epsilon=eps, num_groups=GROUPS)]
+        opset = 21
+    else:
+        nodes = [helper.make_node("InstanceNormalization", ["X", "W", "B"], ["Y"], epsilon=eps)]
+        opset = 17
+    graph = helper.make_graph(nodes, op, [x], [y] + extra_outputs, initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 10
+    return ort.InferenceSession(model.SerializeToString(), ort_options(threads), providers=["CPUExecutionProvider"])
+
+
+def bench_ort_chan(op, shape, threads, dtype, llc, budget, emit):
+    import onnxruntime as ort
+
+    itemsize = np.dtype(dtype).itemsize
+    numel = math.prod(shape)
+    # The inputs alone exceed twice the last-level cache.
+    sets_n = max(2, math.ceil(2 * llc / (numel * itemsize)))
+    sess = ort_chan_session(op, shape[1], 1e-5, threads, dtype)
+    xs = [fill(shape, 1000 + i, 2.0, 0.5, dtype) for i in range(sets_n)]
+    median = time_rotating([{"X": x} for x in xs], lambda f: sess.run(["Y"], f), *budget)
+    emit(op, "fwd", "alloc", shape, median, chan_minimal_bytes(op, shape, itemsize))
+    bindings = []
+    for x in xs:
+        io = sess.io_binding()
+        io.bind_ortvalue_input("X", ort.OrtValue.ortvalue_from_numpy(x))
+        y = np.empty_like(x)
+        io.bind_output("Y", "cpu", 0, dtype, y.shape, y.ctypes.data)
+        stats = [np.empty(shape[1], dtype) for _ in sess.get_outputs()[1:]]
+        for out, buf in zip(sess.get_outputs()[1:], stats):
+            io.bind_output(out.name, "cpu", 0, dtype, buf.shape, buf.ctypes.data)
+        bindings.append((io, y, stats))
+    median = time_rotating(bindings, lambda s: sess.run_with_iobinding(s[0]), *budget)
+    emit(op, "fwd", "into", shape, median, chan_minimal_bytes(op, shape, itemsize))
+
+
+def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
+    """PyTorch's functional call, forward only (its normal, allocating call)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    itemsize = np.dtype(dtype).itemsize
+    numel, c = math.prod(shape), shape[1]
+    sets_n = max(2, math.ceil(2 * llc / (numel * itemsize)))
+    w = torch.from_numpy((1.0 + 0.25 * np.random.default_rng(7).uniform(-1, 1, c)).astype(dtype))
+    b = torch.from_numpy((0.1 * np.random.default_rng(11).uniform(-1, 1, c)).astype(dtype))
+    rm = torch.from_numpy((0.5 + 0.5 * np.random.default_rng(13).uniform(-1, 1, c)).astype(dtype))
+    rv = torch.from_numpy((1.0 + 0.5 * np.random.default_rng(17).uniform(-1, 1, c)).astype(dtype))
+    xs = [torch.from_numpy(fill(shape, 1000 + i, 2.0, 0.5, dtype)) for i in range(sets_n)]
+    F = torch.nn.functional
+    fwd = {
+        "batch_norm_train": lambda x: F.batch_norm(x, None, None, w, b, True, 0.1, 1e-5),
+        "batch_norm_eval": lambda x: F.batch_norm(x, rm, rv, w, b, False, 0.1, 1e-5),
+        "batch_norm_folded": lambda x: torch.addcmul(b.view(c, 1, 1), x, w.view(c, 1, 1)),
+        "group_norm": lambda x: F.group_norm(x, GROUPS, w, b, 1e-5),
+        "instance_norm": lambda x: F.instance_norm(x, None, None, w, b, True, 0.1, 1e-5),
+    }[op]
+    with torch.no_grad():
+        median = time_rotating(xs, fwd, *budget)
+    emit(op, "fwd", "alloc", shape, median, chan_minimal_bytes(op, shape, itemsize))
+
+
 def ort_session(op, n, eps, threads, dtype):
     import onnx
     import onnxruntime as ort
@@ -115,12 +245,7 @@ def ort_session(op, n, eps, threads, dtype):
     graph = helper.make_graph([node], op, inputs, [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 10
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), ort_options(threads), providers=["CPUExecutionProvider"])
 
 
 def bench_ort(op, rows, n, threads, dtype, llc, budget, emit):
@@ -128,7 +253,7 @@ def bench_ort(op, rows, n, threads, dtype, llc, budget, emit):
 
     itemsize = np.dtype(dtype).itemsize
     numel = rows * n
-    sets_n = max(2, math.ceil(2 * llc / (2 * numel * itemsize)))
+    sets_n = max(2, math.ceil(2 * llc / (numel * itemsize)))  # inputs exceed 2x the LLC
     sess = ort_session(op, n, 1e-5, threads, dtype)
     w = (1.0 + 0.25 * np.random.default_rng(7).uniform(-1, 1, n)).astype(dtype)
     b = (0.1 * np.random.default_rng(11).uniform(-1, 1, n)).astype(dtype)
@@ -159,7 +284,7 @@ def bench_torch(op, rows, n, threads, dtype, llc, budget, emit):
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
     itemsize = np.dtype(dtype).itemsize
     numel = rows * n
-    sets_n = max(2, math.ceil(2 * llc / (3 * numel * itemsize)))
+    sets_n = max(2, math.ceil(2 * llc / (numel * itemsize)))  # inputs exceed 2x the LLC
     w = torch.from_numpy((1.0 + 0.25 * np.random.default_rng(7).uniform(-1, 1, n)).astype(dtype))
     b = torch.from_numpy((0.1 * np.random.default_rng(11).uniform(-1, 1, n)).astype(dtype))
     xs = [torch.from_numpy(fill((rows, n), 1000 + i, 2.0, 0.5, dtype)) for i in range(sets_n)]
@@ -197,14 +322,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a short run")
     ap.add_argument("--dtype", default="f32", help="f32, f64 or f32,f64")
     ap.add_argument("--llc-mib", type=int, default=None, help="last-level cache size (default: from /sys)")
+    ap.add_argument("--op", default=None, help="only ops whose name contains this (e.g. group)")
     args = ap.parse_args()
     llc = (args.llc_mib << 20) if args.llc_mib else last_level_cache()
     budget = (5, 0.1) if args.quick else (15, 0.4)
     peers = [("onnxruntime", bench_ort)]
+    chan_peers = [("onnxruntime", bench_ort_chan)]
     try:
         import torch  # noqa: F401
 
         peers.append(("torch", bench_torch))
+        chan_peers.append(("torch", bench_torch_chan))
     except ImportError:
         print("peers.py: torch not installed; measuring onnxruntime only", file=sys.stderr)
     import onnxruntime
@@ -217,6 +345,8 @@ def main():
             dtype = {"f32": np.float32, "f64": np.float64}[dname]
             for rows, n in ROW_SHAPES:
                 for op in ["layer_norm", "rms_norm"]:
+                    if args.op and args.op not in op:
+                        continue
                     for name, fn in peers:
 
                         def emit(op, pas, variant, rows, n, median, itemsize, name=name):
@@ -236,6 +366,29 @@ def main():
                             fn(op, rows, n, threads, dtype, llc, budget, emit)
                         except Exception as e:  # a peer lacking an op is reported, not fatal
                             print(f"peers.py: {name} {op} {dname} [{rows},{n}]: {e}", file=sys.stderr)
+            for shape in NCHW_SHAPES:
+                for op in CHAN_OPS:
+                    if args.op and args.op not in op:
+                        continue
+                    for name, fn in chan_peers:
+
+                        def emit_chan(op, pas, variant, shape, median, nbytes, name=name):
+                            gbps = nbytes / median / 1e9
+                            row = {
+                                "op": op, "pass": pas, "variant": variant, "dtype": dname,
+                                "shape": list(shape), "threads": threads, "median_ms": median * 1e3,
+                                "gbps": gbps, "copy_gbps": copy_gbps, "fraction": gbps / copy_gbps,
+                                "impl": name,
+                            }
+                            if name == "onnxruntime":
+                                row["version"] = onnxruntime.__version__
+                            print(json.dumps(row), file=sys.stderr)
+                            rows_out.append(row)
+
+                        try:
+                            fn(op, shape, threads, dtype, llc, budget, emit_chan)
+                        except Exception as e:  # a peer lacking an op is reported, not fatal
+                            print(f"peers.py: {name} {op} {dname} {list(shape)}: {e}", file=sys.stderr)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
         for row in rows_out:

@@ -295,8 +295,8 @@ fn bench_row_op<T: Float>(
     let s = std::mem::size_of::<T>();
     let numel = rows * n;
     let shape = [rows, n];
-    let set_bytes = if sweep.is_some() { 2 * numel * s } else { 3 * numel * s };
-    let sets = (2 * ctx.llc).div_ceil(set_bytes).max(2);
+    // The inputs `x` alone exceed twice the last-level cache.
+    let sets = (2 * ctx.llc).div_ceil(numel * s).max(2);
     let weight: Vec<T> = (0..n).map(|j| T::from_f64(1.0 + 0.25 * hash_unit(j as u64 + 7))).collect();
     let bias: Vec<T> = (0..n).map(|j| T::from_f64(0.1 * hash_unit(j as u64 + 11))).collect();
     let mut bufs: Vec<Set<T>> = (0..sets)
@@ -474,7 +474,8 @@ fn bench_chan_op<T: Float>(
         _ => 0,
     };
     let stats_len = if groups > 0 { n * groups } else { c };
-    let sets = (2 * ctx.llc).div_ceil(3 * numel * s).max(2);
+    // The inputs `x` alone exceed twice the last-level cache.
+    let sets = (2 * ctx.llc).div_ceil(numel * s).max(2);
     let param = |seed: u64, scale: f64, offset: f64| -> Vec<T> {
         (0..c).map(|j| T::from_f64(offset + scale * hash_unit(seed + j as u64))).collect()
     };

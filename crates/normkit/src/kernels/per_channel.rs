@@ -102,7 +102,7 @@ pub(crate) fn channel_moments<T: Float>(x: &[T], layout: ChannelLayout, out: &mu
     }
     let cols = channels * inner;
     let col_shift = per_column(&shift, inner);
-    let block_rows = outer.div_ceil(simd::param_blocks::<T::Acc>(outer, cols, 2)).max(1);
+    let block_rows = outer.div_ceil(column_blocks::<T::Acc>(outer, cols)).max(1);
     // Per block: [mean of each column | M2 of each column], of the shifted values.
     let mut part = vec![T::Acc::zero(); outer.div_ceil(block_rows) * 2 * cols];
     let task = |x: &[T], part: &mut [T::Acc]| {
@@ -127,6 +127,15 @@ pub(crate) fn channel_moments<T: Float>(x: &[T], layout: ChannelLayout, out: &mu
     for ((o, run), &s) in out.iter_mut().zip(col.chunks_exact(inner)).zip(&shift) {
         *o = unshift(run.iter().fold(Moments::new(), |acc, m| acc.merge(m)), s);
     }
+}
+
+/// The number of fixed blocks of rows whose column partials the columns path
+/// computes apart and merges in order: [`simd::param_blocks`], but no more than
+/// one per [`simd::TASK_ELEMS`] values, so that a small input is not cut into
+/// blocks of a few rows whose per-column merges would cost more than the sweep.
+fn column_blocks<A>(rows: usize, cols: usize) -> usize {
+    let by_size = rows.saturating_mul(cols).div_ceil(simd::TASK_ELEMS).max(1);
+    simd::param_blocks::<A>(rows, cols, 2).min(by_size)
 }
 
 /// The mean and M2 of each column `j` of the rows `x` (of `shift.len()`
@@ -321,7 +330,7 @@ pub(crate) fn backward_sums<T: Float>(
     let cols = channels * inner;
     let (cm, cr) = (per_column(mean, inner), per_column(rstd, inner));
     let ck = k.map(|k| per_column(k, inner));
-    let block_rows = outer.div_ceil(simd::param_blocks::<T::Acc>(outer, cols, 2)).max(1);
+    let block_rows = outer.div_ceil(column_blocks::<T::Acc>(outer, cols)).max(1);
     let mut part = vec![zero; outer.div_ceil(block_rows) * 2 * cols];
     let task = |x: &[T], dy: &[T], dx: &mut [T], part: &mut [T::Acc]| {
         let mut buf = vec![T::default(); if stream { cols } else { 0 }];
@@ -440,7 +449,10 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
         return;
     }
     let cols = channels * inner;
-    let cc: Vec<[T::Acc; 5]> = (0..cols).map(|j| coef.map(|a| a[j / inner])).collect();
+    // One array per coefficient (not an array of 5-tuples), so that each loads
+    // as whole vectors (channels-last training backward, in cache, f32, one
+    // thread: 1.39 -> 0.67 ns per element).
+    let [cm, cr, ck, cmd, cmdx] = coef.map(|a| per_column(a, inner));
     let chunk_rows = (ROW_CHUNK / cols).max(1);
     let task = |x: &[T], dy: &[T], dx: &mut [T]| {
         let mut buf = vec![T::default(); if stream { chunk_rows * cols } else { 0 }];
@@ -448,12 +460,15 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
             #[inline(always)]
             || {
                 let n = chunk_rows * cols;
+                let (cm, cr, ck, cmd, cmdx) = (&cm[..cols], &cr[..cols], &ck[..cols], &cmd[..cols], &cmdx[..cols]);
                 for ((xc, dyc), dxc) in x.chunks(n).zip(dy.chunks(n)).zip(dx.chunks_mut(n)) {
                     let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
                     let rows = out.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)).zip(dyc.chunks_exact(cols));
                     for ((or, xr), dyr) in rows {
-                        for (((o, &v), &g), &p) in or.iter_mut().zip(xr).zip(dyr).zip(&cc) {
-                            *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));
+                        let (or, xr, dyr) = (&mut or[..cols], &xr[..cols], &dyr[..cols]);
+                        for j in 0..cols {
+                            let p = [cm[j], cr[j], ck[j], cmd[j], cmdx[j]];
+                            or[j] = T::from_acc(grad(xr[j].to_acc(), dyr[j].to_acc(), p));
                         }
                     }
                     if stream {

@@ -194,22 +194,40 @@ pub(crate) fn lane_sum_zip3<T: Float>(
     reduce_lanes(acc)
 }
 
-/// `(Σ_i f(x_i, y_i).0, Σ_i f(x_i, y_i).1)` over two slices of equal length.
+/// `(Σ_i f(x_i, y_i).0, Σ_i f(x_i, y_i).1)` over two slices of equal length,
+/// laid out as [`lane_sum`], each group of [`LANES`] added as two halves of
+/// eight lanes straight from registers, as [`lane_sum2_zip3`]. Measured in
+/// cache (f32, one thread, best of 600 calls) against the earlier version that
+/// went through L1 arrays: BatchNorm training backward 0.80 -> 0.57 ns per
+/// element, GroupNorm backward 0.73 -> 0.54, BatchNorm eval backward 0.64 -> 0.38.
 #[inline(always)]
 pub(crate) fn lane_sum2_zip<T: Float>(
     xs: &[T],
     ys: &[T],
     f: impl Fn(T::Acc, T::Acc) -> (T::Acc, T::Acc),
 ) -> (T::Acc, T::Acc) {
-    let (mut a0, mut a1) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
-    let (mut t0, mut t1) = ([T::Acc::zero(); CHUNK], [T::Acc::zero(); CHUNK]);
-    for (xc, yc) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)) {
-        let (t0, t1) = (&mut t0[..xc.len()], &mut t1[..xc.len()]);
-        for (((p, q), &x), &y) in t0.iter_mut().zip(t1.iter_mut()).zip(xc).zip(yc) {
-            (*p, *q) = f(x.to_acc(), y.to_acc());
+    const HALF: usize = LANES / 2;
+    let z = T::Acc::zero();
+    let (mut a_lo, mut a_hi, mut b_lo, mut b_hi) = ([z; HALF], [z; HALF], [z; HALF], [z; HALF]);
+    let ((xg, xt), (yg, yt)) = (lane_groups(xs), lane_groups(ys));
+    for (cx, cy) in xg.zip(yg) {
+        for l in 0..HALF {
+            let (p, q) = f(cx[l].to_acc(), cy[l].to_acc());
+            a_lo[l] = a_lo[l] + p;
+            b_lo[l] = b_lo[l] + q;
         }
-        accumulate(&mut a0, t0);
-        accumulate(&mut a1, t1);
+        for l in 0..HALF {
+            let (p, q) = f(cx[HALF + l].to_acc(), cy[HALF + l].to_acc());
+            a_hi[l] = a_hi[l] + p;
+            b_hi[l] = b_hi[l] + q;
+        }
+    }
+    let mut a0: [T::Acc; LANES] = std::array::from_fn(|l| if l < HALF { a_lo[l] } else { a_hi[l - HALF] });
+    let mut a1: [T::Acc; LANES] = std::array::from_fn(|l| if l < HALF { b_lo[l] } else { b_hi[l - HALF] });
+    for (l, (&x, &y)) in xt.iter().zip(yt).enumerate().take(LANES) {
+        let (v0, v1) = f(x.to_acc(), y.to_acc());
+        a0[l] = a0[l] + v0;
+        a1[l] = a1[l] + v1;
     }
     (reduce_lanes(a0), reduce_lanes(a1))
 }
@@ -301,42 +319,64 @@ pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc, scratch: &mut S
     let mut acc = Moments::new();
     for block in xs.chunks(MOMENTS_BLOCK) {
         let u = &mut u[..block.len()];
-        for (u, &x) in u.iter_mut().zip(block) {
+        // Sweep 1 (from memory): widen, shift, store into L1 and sum, element
+        // `i` into lane `i mod LANES`.
+        let mut sum = [T::Acc::zero(); LANES];
+        let (mut u_groups, mut x_groups) = (u.chunks_exact_mut(LANES), block.chunks_exact(LANES));
+        for (ug, xg) in (&mut u_groups).zip(&mut x_groups) {
+            for l in 0..LANES {
+                let v = xg[l].to_acc() - shift;
+                ug[l] = v;
+                sum[l] = sum[l] + v;
+            }
+        }
+        let u_tail = u_groups.into_remainder();
+        for ((s, u), &x) in sum.iter_mut().zip(u_tail.iter_mut()).zip(x_groups.remainder()) {
             *u = x.to_acc() - shift;
+            *s = *s + *u;
         }
         let k = T::Acc::from_count(block.len() as u64);
-        let mut sum = [T::Acc::zero(); LANES];
-        accumulate(&mut sum, u);
         let m = reduce_lanes(sum) / k;
-        let dev_sum = acc_sum(u, |u| u - m);
-        let dev_sq = acc_sum(u, |u| (u - m) * (u - m));
+        // Sweep 2 (from L1): the deviations' sum and sum of squares together.
+        let (dev_sum, dev_sq) = acc_sum2(u, |u| {
+            let d = u - m;
+            (d, d * d)
+        });
         let block_moments = Moments::from_parts(block.len() as u64, m + dev_sum / k, dev_sq - dev_sum * dev_sum / k);
         acc = acc.merge(&block_moments);
     }
     acc
 }
 
-/// `Σ_i f(v_i)` over accumulator values, laid out as [`lane_sum`]: each group
-/// of [`LANES`] values is two halves of eight, added into two arrays of eight
-/// lanes (eight `f64` lanes are one AVX-512 register).
+/// `(Σ_i f(v_i).0, Σ_i f(v_i).1)` over accumulator values, laid out as
+/// [`lane_sum`]: each group of [`LANES`] values is two halves of eight, added
+/// into arrays of eight lanes (eight `f64` lanes are one AVX-512 register).
 #[inline(always)]
-pub(crate) fn acc_sum<A: AccFloat>(vals: &[A], f: impl Fn(A) -> A) -> A {
+pub(crate) fn acc_sum2<A: AccFloat>(vals: &[A], f: impl Fn(A) -> (A, A)) -> (A, A) {
     const HALF: usize = LANES / 2;
-    let (mut lo, mut hi) = ([A::zero(); HALF], [A::zero(); HALF]);
+    let z = A::zero();
+    let (mut a_lo, mut a_hi, mut b_lo, mut b_hi) = ([z; HALF], [z; HALF], [z; HALF], [z; HALF]);
     let (groups, tail) = lane_groups(vals);
     for g in groups {
         for l in 0..HALF {
-            lo[l] = lo[l] + f(g[l]);
+            let (p, q) = f(g[l]);
+            a_lo[l] = a_lo[l] + p;
+            b_lo[l] = b_lo[l] + q;
         }
         for l in 0..HALF {
-            hi[l] = hi[l] + f(g[HALF + l]);
+            let (p, q) = f(g[HALF + l]);
+            a_hi[l] = a_hi[l] + p;
+            b_hi[l] = b_hi[l] + q;
         }
     }
-    let mut acc: [A; LANES] = std::array::from_fn(|l| if l < HALF { lo[l] } else { hi[l - HALF] });
-    for (a, &v) in acc.iter_mut().zip(tail) {
-        *a = *a + f(v);
+    let mut a: [A; LANES] = std::array::from_fn(|l| if l < HALF { a_lo[l] } else { a_hi[l - HALF] });
+    let mut b: [A; LANES] = std::array::from_fn(|l| if l < HALF { b_lo[l] } else { b_hi[l - HALF] });
+    for ((a, b), &v) in a.iter_mut().zip(b.iter_mut()).zip(tail) {
+        let (p, q) = f(v);
+        *a = *a + p;
+        *b = *b + q;
     }
-    reduce_lanes(acc)
+    (reduce_lanes(a), reduce_lanes(b))
 }
 
 /// Whether an output of `len` elements of `T` is written with non-temporal

@@ -153,7 +153,7 @@ pub struct ScalerArgs {
     #[arg(long, value_name = "BOOL")]
     pub with_std: Option<bool>,
     /// minmax: target range LO,HI [default: 0,1].
-    #[arg(long, value_delimiter = ',', num_args = 2, value_name = "LO,HI", allow_negative_numbers = true)]
+    #[arg(long, value_delimiter = ',', value_name = "LO,HI", allow_hyphen_values = true)]
     pub feature_range: Option<Vec<f64>>,
     /// minmax: clip transformed values into the feature range [default: false].
     #[arg(long, value_name = "BOOL")]
@@ -165,7 +165,7 @@ pub struct ScalerArgs {
     #[arg(long, value_name = "BOOL")]
     pub with_scaling: Option<bool>,
     /// robust: percentiles Q_LO,Q_HI [default: 25,75].
-    #[arg(long, value_delimiter = ',', num_args = 2, value_name = "Q_LO,Q_HI")]
+    #[arg(long, value_delimiter = ',', value_name = "Q_LO,Q_HI")]
     pub quantile_range: Option<Vec<f64>>,
     /// robust: rescale so that normal data ends with unit variance [default: false].
     #[arg(long, value_name = "BOOL")]
@@ -195,6 +195,14 @@ impl ScalerArgs {
                 return Err(ScaleError::InvalidParam {
                     name: flag.to_owned(),
                     reason: format!("is a parameter of --scaler {owner:?}, not {:?}", self.scaler).to_lowercase(),
+                });
+            }
+        }
+        for (flag, v) in [("--feature-range", &self.feature_range), ("--quantile-range", &self.quantile_range)] {
+            if v.as_ref().is_some_and(|v| v.len() != 2) {
+                return Err(ScaleError::InvalidParam {
+                    name: flag.to_owned(),
+                    reason: format!("takes two numbers, LO,HI; got {v:?}"),
                 });
             }
         }

@@ -1,0 +1,228 @@
+//! `normkit scale` end to end: the binary on small CSV and Parquet files; bad
+//! input gives one line naming file, line and column, exit status 2, and
+//! writes nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn normkit(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_normkit")).current_dir(dir).arg("scale").args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The directory's file names, sorted (to see that nothing was left behind).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+const DATA: &str = "id,price,weight,name\n1,1.5,10,apple\n2,,20,\"pear, green\"\n3,3.5,NA,plum\n4,2,40,fig\n";
+
+/// Asserts a failed run: status 2, one line naming each of `needles`, and the
+/// directory as it was.
+fn assert_refused(dir: &Path, args: &[&str], needles: &[&str]) {
+    let before = listing(dir);
+    let o = normkit(dir, args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {err:?} lacks {n:?}");
+    }
+    assert_eq!(listing(dir), before, "{args:?} left files behind");
+}
+
+#[test]
+fn fit_transform_writes_scaled_columns_and_keeps_the_rest() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "d.csv", DATA);
+    let o = normkit(d.path(), &["fit-transform", "d.csv", "-o", "o.csv", "--scaler", "standard", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = std::fs::read_to_string(d.path().join("o.csv")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "id,price,weight,name");
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("p.json")).unwrap()).unwrap();
+    // price: values 1.5, 3.5, 2 -> mean 7/3, biased std sqrt(13/18).
+    let (m, s) = (p["attributes"]["mean_"][1].as_f64().unwrap(), p["attributes"]["scale_"][1].as_f64().unwrap());
+    assert!((m - 7.0 / 3.0).abs() <= 4.0 * f64::EPSILON && (s - (13.0f64 / 18.0).sqrt()).abs() <= 2.0 * f64::EPSILON);
+    let price: Vec<&str> = lines[1..].iter().map(|l| l.split(',').nth(1).unwrap()).collect();
+    assert_eq!(price[1], "", "missing stays missing, as it was written");
+    // Both files hold shortest round-trip text: the CSV value is exactly (x - mean_) / scale_.
+    assert_eq!(price[0].parse::<f64>().unwrap(), (1.5 - m) / s);
+    assert_eq!(price[2].parse::<f64>().unwrap(), (3.5 - m) / s);
+    assert!(lines[2].ends_with("\"pear, green\""), "text passes through in place: {}", lines[2]);
+    assert!(lines[3].contains(",NA,"), "a missing marker keeps its text: {}", lines[3]);
+    assert_eq!(p["format"], "normkit-scale-params");
+    assert_eq!(p["version"], 1);
+    assert_eq!(p["feature_names_in_"], serde_json::json!(["id", "price", "weight"]));
+    assert_eq!(p["dtypes"], serde_json::json!(["int64", "float64", "int64"]));
+    assert_eq!(p["attributes"]["n_samples_seen_"], serde_json::json!([4, 3, 3]));
+    assert_eq!(p["attributes"]["mean_"][0].as_f64(), Some(2.5));
+
+    // transform with the saved parameters gives the same file; inverse gives the data back.
+    let o = normkit(d.path(), &["transform", "d.csv", "-o", "t.csv", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(d.path().join("t.csv")).unwrap(), out);
+    let o = normkit(d.path(), &["inverse", "o.csv", "-o", "back.csv", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let back = std::fs::read_to_string(d.path().join("back.csv")).unwrap();
+    for (a, b) in back.lines().skip(1).zip(DATA.lines().skip(1)) {
+        let (a, b) = (a.split(',').nth(1).unwrap(), b.split(',').nth(1).unwrap());
+        if b.is_empty() {
+            assert_eq!(a, "");
+        } else {
+            let (x, y) = (a.parse::<f64>().unwrap(), b.parse::<f64>().unwrap());
+            assert!((x - y).abs() <= 4.0 * f64::EPSILON * y.abs().max(m), "{x} vs {y}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(d.path().join("d.csv")).unwrap(), DATA, "the input is untouched");
+}
+
+#[test]
+fn fit_saves_params_for_chosen_columns_and_scaler_flags() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "d.csv", DATA);
+    let o = normkit(
+        d.path(),
+        &[
+            "fit",
+            "d.csv",
+            "--scaler",
+            "minmax",
+            "--feature-range",
+            "-1,1",
+            "--columns",
+            "weight,price",
+            "--params",
+            "m.json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("m.json")).unwrap()).unwrap();
+    assert_eq!(p["scaler"], "minmax");
+    assert_eq!(p["params"]["feature_range"], serde_json::json!([-1.0, 1.0]));
+    assert_eq!(p["feature_names_in_"], serde_json::json!(["weight", "price"]));
+    assert_eq!(p["attributes"]["data_min_"], serde_json::json!([10.0, 1.5]));
+    assert_eq!(p["attributes"]["data_max_"], serde_json::json!([40.0, 3.5]));
+    assert_eq!(p["attributes"]["n_samples_seen_"], serde_json::json!(4));
+    // A flag of another scaler is refused.
+    assert_refused(
+        d.path(),
+        &["fit", "d.csv", "--scaler", "standard", "--clip", "true", "--params", "x.json"],
+        &["--clip"],
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_exit_2_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    write(dir, "ragged.csv", "a,b\n1,2\n3,4\n5\n6,7\n");
+    assert_refused(
+        dir,
+        &["fit-transform", "ragged.csv", "-o", "o.csv", "--scaler", "standard"],
+        &["ragged.csv", "line 4"],
+    );
+    // Ragged after the first batch: the output was being written when it failed.
+    let mut big = String::from("a,b\n");
+    for i in 0..3000 {
+        big.push_str(&format!("{i},{}\n", i * 2));
+    }
+    big.push_str("1,2,3\n");
+    write(dir, "late.csv", &big);
+    assert_refused(
+        dir,
+        &["fit-transform", "late.csv", "-o", "o.csv", "--scaler", "robust", "--batch-rows", "100"],
+        &["late.csv", "line 3002"],
+    );
+    write(dir, "text.csv", "a,b\n1,2\n3,x7\n");
+    assert_refused(
+        dir,
+        &["fit-transform", "text.csv", "-o", "o.csv", "--scaler", "standard", "--columns", "a,b"],
+        &["text.csv", "line 3", "column \"b\"", "x7"],
+    );
+    write(dir, "inf.csv", "a\n1\ninf\n");
+    assert_refused(
+        dir,
+        &["fit", "inf.csv", "--scaler", "maxabs", "--params", "p.json"],
+        &["inf.csv", "line 3", "\"a\""],
+    );
+    write(dir, "d.csv", DATA);
+    assert_refused(
+        dir,
+        &["fit-transform", "d.csv", "-o", "o.csv", "--scaler", "standard", "--columns", "price,size"],
+        &["d.csv", "line 1", "\"size\""],
+    );
+    // Parameters fitted on other columns.
+    write(dir, "other.csv", "x,y\n1,2\n3,4\n");
+    let o = normkit(dir, &["fit", "other.csv", "--scaler", "standard", "--params", "other.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_refused(
+        dir,
+        &["transform", "d.csv", "-o", "o.csv", "--params", "other.json"],
+        &["d.csv", "line 1", "\"x\"", "other.json"],
+    );
+    assert_refused(dir, &["transform", "d.csv", "-o", "d.csv", "--params", "other.json"], &["d.csv"]);
+    // Never over the input.
+    let o = normkit(dir, &["fit", "d.csv", "--scaler", "standard", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_refused(dir, &["transform", "d.csv", "-o", "d.csv", "--params", "p.json"], &["d.csv", "input"]);
+    assert_eq!(std::fs::read_to_string(dir.join("d.csv")).unwrap(), DATA);
+    write(dir, "bad.json", "{\"format\": \"normkit-scale-params\", \"version\": 99}");
+    assert_refused(dir, &["transform", "d.csv", "-o", "o.csv", "--params", "bad.json"], &["bad.json"]);
+}
+
+#[test]
+fn parquet_fit_transform_round_trips() {
+    use arrow_array::{Array, ArrayRef, Float64Array, Int32Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let d = tempfile::tempdir().unwrap();
+    let batch = RecordBatch::try_from_iter(vec![
+        ("k", Arc::new(Int32Array::from(vec![Some(1), None, Some(5), Some(7)])) as ArrayRef),
+        ("s", Arc::new(StringArray::from(vec!["a", "b", "c", "d"])) as ArrayRef),
+        ("v", Arc::new(Float64Array::from(vec![0.5, f64::NAN, -2.0, 8.0])) as ArrayRef),
+    ])
+    .unwrap();
+    let path = d.path().join("in.parquet");
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let o = normkit(
+        d.path(),
+        &["fit-transform", "in.parquet", "-o", "out.parquet", "--scaler", "maxabs", "--params", "p.json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = normkit(d.path(), &["inverse", "out.parquet", "-o", "back.parquet", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let read = |name: &str| {
+        let f = std::fs::File::open(d.path().join(name)).unwrap();
+        let mut r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
+        r.next().unwrap().unwrap()
+    };
+    let out = read("out.parquet");
+    let k = out.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+    assert!(k.is_null(1), "null stays null");
+    assert_eq!((k.value(0), k.value(2), k.value(3)), (1.0 / 7.0, 5.0 / 7.0, 1.0));
+    assert_eq!(out.column(1).as_ref(), batch.column(1).as_ref(), "text passes through");
+    let v = out.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+    assert!(v.value(1).is_nan(), "NaN stays NaN");
+    assert_eq!(v.value(3), 1.0);
+    let back = read("back.parquet");
+    let k = back.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+    assert_eq!((k.value(0), k.value(2), k.value(3)), (1.0, 5.0, 7.0));
+    assert!(k.is_null(1));
+}

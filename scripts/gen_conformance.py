@@ -586,6 +586,172 @@ def gen_mvn(w: Writer, rng):
         w.write(nn_case(name, op, {"axes": axes, "eps": eps}, {"x": x}, {"y": y}, dtype, tol))
 
 
+# --- extra: non-finite values, large shapes (SIMD tails, threads), channels-last --
+
+
+def poison(x, where, value):
+    x = x.copy()
+    x[where] = value
+    return x
+
+
+def gen_extra(w: Writer, rng):
+    big_tol = {"f32": ONNX_TOL["f32"], "f64": BASE_TOL["f64"]}
+    for dtype in ("f64", "f32"):
+        # Non-finite values: NaN in group 1, +inf in group 2, -inf and +inf in group 3;
+        # group 0 stays finite and must still be right. Means of groups holding an
+        # infinity are left out (the README: implementation-defined).
+        x = rnd(rng, (4, 9), dtype)
+        x = poison(x, (1, 3), np.nan)
+        x = poison(x, (2, 5), np.inf)
+        x = poison(poison(x, (3, 0), -np.inf), (3, 7), np.inf)
+        wt, bs = rnd(rng, (9,), dtype, 1.0, 0.5), rnd(rng, (9,), dtype)
+        with np.errstate(invalid="ignore"):
+            y, mean, rstd = ref_layer_norm(x, 1, wt, bs, 1e-5)
+            yr, rr = ref_rms_norm(x, 1, wt, 1e-5)
+        w.write(nn_case(f"numpy_torch/layer_norm_{dtype}_4x9_nonfinite_rows", "layer_norm", {"normalized_shape": [9], "eps": 1e-5},
+                        {"x": x, "weight": wt, "bias": bs}, {"y": y, "rstd": rstd}, dtype))
+        w.write(nn_case(f"numpy_torch/rms_norm_{dtype}_4x9_nonfinite_rows", "rms_norm", {"normalized_shape": [9], "eps": 1e-5},
+                        {"x": x, "weight": wt}, {"y": yr, "rstd": rr}, dtype))
+        for p in (1, 2):
+            with np.errstate(invalid="ignore"):
+                yl = ref_lp(x, p, 1, 1e-12)
+            w.write(nn_case(f"numpy_torch/lp_normalize_{dtype}_4x9_p{p}_nonfinite_rows", "lp_normalize", {"p": p, "axis": -1, "eps": 1e-12},
+                            {"x": x}, {"y": yl}, dtype))
+        with np.errstate(invalid="ignore"):
+            ym = ref_mvn(x, [1], 1e-9)
+        w.write(nn_case(f"numpy_torch/mean_variance_normalization_{dtype}_4x9_nonfinite_rows", "mean_variance_normalization",
+                        {"axes": [-1], "eps": 1e-9}, {"x": x}, {"y": ym}, dtype))
+        # batch_norm: NaN in channel 1, inf in channel 2 (train and eval), group_norm likewise.
+        xb = rnd(rng, (3, 4, 5), dtype)
+        xb = poison(poison(xb, (1, 1, 2), np.nan), (2, 2, 4), np.inf)
+        c = 4
+        wt, bs = rnd(rng, (c,), dtype, 1.0, 0.5), rnd(rng, (c,), dtype)
+        rm, rv = rnd(rng, (c,), dtype), (np.abs(rnd(rng, (c,), dtype)) + 0.5).astype(NP[dtype]).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            mean, var, n = ref_batch_stats(xb, 1)
+            yb = ref_batch_norm_y(xb, 1, mean, var, wt, bs, 1e-5)
+            ye = ref_batch_norm_y(xb, 1, rm, rv, wt, bs, 1e-5)
+        exp = {"y": yb, "save_rstd": 1.0 / np.sqrt(var + 1e-5), "running_var": 0.9 * rv + 0.1 * var * n / (n - 1)}
+        attrs = {"training": True, "momentum": 0.1, "running_var_unbiased": True, "eps": 1e-5, "axis": 1}
+        w.write(nn_case(f"numpy_torch/batch_norm_{dtype}_3x4x5_train_nonfinite_channels", "batch_norm", attrs,
+                        {"x": xb, "weight": wt, "bias": bs, "running_mean": rm, "running_var": rv}, exp, dtype))
+        w.write(nn_case(f"numpy_torch/batch_norm_{dtype}_3x4x5_eval_nonfinite", "batch_norm", dict(attrs, training=False),
+                        {"x": xb, "weight": wt, "bias": bs, "running_mean": rm, "running_var": rv}, {"y": ye}, dtype))
+        with np.errstate(invalid="ignore"):
+            yg, mg, rg = ref_group_norm(xb, 2, wt, bs, 1e-5)
+        w.write(nn_case(f"numpy_torch/group_norm_{dtype}_3x4x5_g2_nonfinite", "group_norm", {"num_groups": 2, "eps": 1e-5},
+                        {"x": xb, "weight": wt, "bias": bs}, {"y": yg, "rstd": rg}, dtype))
+        with np.errstate(invalid="ignore"):
+            yi = ref_instance_norm(xb, wt, bs, 1e-5)
+        w.write(nn_case(f"numpy_torch/instance_norm_{dtype}_3x4x5_nonfinite", "instance_norm", {"eps": 1e-5},
+                        {"x": xb, "weight": wt, "bias": bs}, {"y": yi}, dtype))
+        # eps = 0 on constant rows: rstd = inf, y = 0 * inf = NaN (PyTorch's formula).
+        xc, _ = gen_x(rng, (3, 6), dtype, "const")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            yc, mc, rc = ref_layer_norm(xc, 1, None, None, 0.0)
+        w.write(nn_case(f"numpy_torch/layer_norm_{dtype}_3x6_const_eps0", "layer_norm", {"normalized_shape": [6], "eps": 0.0},
+                        {"x": xc}, {"y": yc, "mean": mc, "rstd": rc}, dtype))
+
+        # Large shapes: SIMD bodies and tails, threaded splits.
+        for shape, k in [((3, 4099), 1), ((2, 37, 61), 2)]:
+            x = rnd(rng, shape, dtype, 0.5, 2.0)
+            ns = list(shape[len(shape) - k:])
+            wt, bs = rnd(rng, ns, dtype, 1.0, 0.5), rnd(rng, ns, dtype)
+            y, mean, rstd = ref_layer_norm(x, k, wt, bs, 1e-5)
+            go = rnd(rng, shape, dtype)
+            axes = tuple(range(x.ndim - k, x.ndim))
+            mk, rk = mean.reshape(mean.shape + (1,) * k), rstd.reshape(rstd.shape + (1,) * k)
+            dx, dw, db = norm_backward(x, go, axes, mk, rk, wt, tuple(range(x.ndim - k)))
+            w.write(nn_case(f"numpy_torch/layer_norm_{dtype}_{shape_tag(shape)}_n{k}_large_bwd", "layer_norm",
+                            {"normalized_shape": ns, "eps": 1e-5}, {"x": x, "weight": wt, "bias": bs},
+                            {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db}, dtype, big_tol[dtype], go))
+            yr, rr = ref_rms_norm(x, k, wt, 1e-6)
+            w.write(nn_case(f"numpy_torch/rms_norm_{dtype}_{shape_tag(shape)}_n{k}_large", "rms_norm",
+                            {"normalized_shape": ns, "eps": 1e-6}, {"x": x, "weight": wt}, {"y": yr, "rstd": rr}, dtype, big_tol[dtype]))
+        for shape, axis in [((16, 37, 7, 7), 1), ((16, 7, 7, 37), -1), ((64, 19), 1), ((4, 9, 130), 1)]:
+            x = rnd(rng, shape, dtype, 0.3, 1.7)
+            ax = axis % x.ndim
+            c = shape[ax]
+            wt, bs = rnd(rng, (c,), dtype, 1.0, 0.5), rnd(rng, (c,), dtype)
+            rm, rv = rnd(rng, (c,), dtype), (np.abs(rnd(rng, (c,), dtype)) + 0.5).astype(NP[dtype]).astype(np.float64)
+            mean, var, n = ref_batch_stats(x, ax)
+            y = ref_batch_norm_y(x, ax, mean, var, wt, bs, 1e-5)
+            go = rnd(rng, shape, dtype)
+            other = tuple(i for i in range(x.ndim) if i != ax)
+            dx, dw, db = norm_backward(x, go, other, bcast_channel(mean, x.ndim, ax), bcast_channel(1 / np.sqrt(var + 1e-5), x.ndim, ax),
+                                       bcast_channel(wt, x.ndim, ax), other)
+            attrs = {"training": True, "momentum": 0.1, "running_var_unbiased": True, "eps": 1e-5, "axis": axis}
+            exp = {"y": y, "save_mean": mean, "save_rstd": 1 / np.sqrt(var + 1e-5), "running_mean": 0.9 * rm + 0.1 * mean,
+                   "running_var": 0.9 * rv + 0.1 * var * n / (n - 1), "dx": dx, "dweight": dw, "dbias": db}
+            ins = {"x": x, "weight": wt, "bias": bs, "running_mean": rm, "running_var": rv}
+            w.write(nn_case(f"numpy_torch/batch_norm_{dtype}_{shape_tag(shape)}_axis{axis}_train_large_bwd", "batch_norm", attrs, ins, exp,
+                            dtype, big_tol[dtype], go))
+            ye = ref_batch_norm_y(x, ax, rm, rv, wt, bs, 1e-5)
+            rk = bcast_channel(1 / np.sqrt(rv + 1e-5), x.ndim, ax)
+            xh = (x - bcast_channel(rm, x.ndim, ax)) * rk
+            exp = {"y": ye, "dx": go * bcast_channel(wt, x.ndim, ax) * rk, "dweight": (go * xh).sum(axis=other), "dbias": go.sum(axis=other)}
+            w.write(nn_case(f"numpy_torch/batch_norm_{dtype}_{shape_tag(shape)}_axis{axis}_eval_large_bwd", "batch_norm",
+                            dict(attrs, training=False), ins, exp, dtype, big_tol[dtype], go))
+        for shape, g in [((2, 32, 17, 17), 8), ((3, 12, 257), 4), ((2, 16, 31, 31), 16)]:
+            x = rnd(rng, shape, dtype, 0.3, 1.7)
+            c = shape[1]
+            wt, bs = rnd(rng, (c,), dtype, 1.0, 0.5), rnd(rng, (c,), dtype)
+            y, mean, rstd = ref_group_norm(x, g, wt, bs, 1e-5)
+            go = rnd(rng, shape, dtype)
+            n = shape[0]
+            xr = x.reshape(n, g, -1)
+            g_ = (go * bcast_channel(wt, x.ndim, 1)).reshape(n, g, -1)
+            mk, rk = mean.reshape(n, g, 1), rstd.reshape(n, g, 1)
+            xhat = (xr - mk) * rk
+            dx = (rk * (g_ - g_.mean(axis=2, keepdims=True) - xhat * (g_ * xhat).mean(axis=2, keepdims=True))).reshape(shape)
+            other = tuple(i for i in range(x.ndim) if i != 1)
+            exp = {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": (go * xhat.reshape(shape)).sum(axis=other), "dbias": go.sum(axis=other)}
+            op = "instance_norm" if g == c else "group_norm"
+            attrs = {"eps": 1e-5} if op == "instance_norm" else {"num_groups": g, "eps": 1e-5}
+            if op == "instance_norm":
+                exp.pop("mean"), exp.pop("rstd")
+            w.write(nn_case(f"numpy_torch/{op}_{dtype}_{shape_tag(shape)}_g{g}_large_bwd", op, attrs, {"x": x, "weight": wt, "bias": bs},
+                            exp, dtype, big_tol[dtype], go))
+        for shape, axis in [((3, 4099), 1), ((2, 33, 65), 1), ((2, 33, 65), 0)]:
+            x = rnd(rng, shape, dtype)
+            for p in (1, 2):
+                w.write(nn_case(f"numpy_torch/lp_normalize_{dtype}_{shape_tag(shape)}_p{p}_axis{axis}_large", "lp_normalize",
+                                {"p": p, "axis": axis, "eps": 1e-12}, {"x": x}, {"y": ref_lp(x, p, axis, 1e-12)}, dtype, big_tol[dtype]))
+        # Channels-last group_norm / instance_norm (Keras' axis=-1), if "axis" is honoured.
+        for shape, g, axis, bwd in [((2, 5, 6), 3, -1, False), ((2, 3, 4, 8), 2, -1, True), ((2, 3, 4, 8), 8, -1, True),
+                                    ((2, 3, 4, 5), 2, 2, True), ((2, 3, 4, 5), 4, -2, False)]:
+            x = rnd(rng, shape, dtype, 0.3, 1.7)
+            ax = axis % len(shape)
+            c = shape[ax]
+            wt, bs = rnd(rng, (c,), dtype, 1.0, 0.5), rnd(rng, (c,), dtype)
+            xt = np.moveaxis(x, ax, 1)
+            y, mean, rstd = ref_group_norm(xt, g, wt, bs, 1e-5)
+            exp = {"y": np.moveaxis(y, 1, ax), "mean": mean, "rstd": rstd}
+            go = None
+            if bwd:
+                go = rnd(rng, shape, dtype)
+                got = np.moveaxis(go, ax, 1)
+                n = shape[0]
+                g_ = (got * bcast_channel(wt, x.ndim, 1)).reshape(n, g, -1)
+                mk, rk = mean.reshape(n, g, 1), rstd.reshape(n, g, 1)
+                xhat = (xt.reshape(n, g, -1) - mk) * rk
+                dx = (rk * (g_ - g_.mean(axis=2, keepdims=True) - xhat * (g_ * xhat).mean(axis=2, keepdims=True))).reshape(xt.shape)
+                other = tuple(i for i in range(x.ndim) if i != 1)
+                exp.update({"dx": np.moveaxis(dx, 1, ax), "dweight": (got * xhat.reshape(xt.shape)).sum(axis=other), "dbias": got.sum(axis=other)})
+                fd_check(lambda xx: np.moveaxis(ref_group_norm(np.moveaxis(xx, ax, 1), g, wt, bs, 1e-5)[0], 1, ax), x, go, exp["dx"], "gn axis")
+            tag = f"{shape_tag(shape)}_axis{axis}{'_bwd' if bwd else ''}"
+            if g == c:
+                exp.pop("mean"), exp.pop("rstd")
+                w.write(nn_case(f"numpy_torch/instance_norm_{dtype}_{tag}", "instance_norm", {"eps": 1e-5, "axis": axis},
+                                {"x": x, "weight": wt, "bias": bs}, exp, dtype, None, go))
+            else:
+                w.write(nn_case(f"numpy_torch/group_norm_{dtype}_{tag}_g{g}", "group_norm", {"num_groups": g, "eps": 1e-5, "axis": axis},
+                                {"x": x, "weight": wt, "bias": bs}, exp, dtype, None, go))
+        w.write(nn_case(f"numpy_torch/group_norm_error_batch_axis_{dtype}", "group_norm", {"num_groups": 1, "eps": 1e-5, "axis": 0},
+                        {"x": rnd(rng, (2, 3, 4), dtype)}, None, dtype, error="axis 0 is the batch axis"))
+
+
 # --- onnx family -------------------------------------------------------------
 
 
@@ -821,7 +987,7 @@ def main():
     w = Writer(args.outdir)
     only = set(args.only.split(","))
     if "numpy_torch" in only:
-        for gen in (gen_layer_norm, gen_rms_norm, gen_batch_norm, gen_group_norm, gen_instance_norm, gen_lp, gen_mvn):
+        for gen in (gen_layer_norm, gen_rms_norm, gen_batch_norm, gen_group_norm, gen_instance_norm, gen_lp, gen_mvn, gen_extra):
             gen(w, rng)
     if "onnx" in only:
         gen_onnx(w, rng)

@@ -121,38 +121,137 @@ fn batch_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
 }
 
 fn group_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
-    let x = required::<T>(c, "x")?;
+    let (x, channels) = channels_first::<T>(c, required::<T>(c, "x")?)?;
     let groups = attr_count(c, "num_groups")?;
     let eps = attr_f64(c, "eps")?.unwrap_or(1e-5);
     let (w, b) = (optional::<T>(c, "weight")?, optional::<T>(c, "bias")?);
     let (wv, bv) = (w.as_ref().map(Tensor::view), b.as_ref().map(Tensor::view));
     let out = ops::group_norm(x.view(), groups, wv, bv, eps)?;
     let mut p = Produced::default();
-    p.put("y", &out.y);
+    p.put("y", &channels.restore(out.y)?);
     p.put("mean", &out.mean);
     p.put("rstd", &out.rstd);
     if let Some(dy) = grad_output::<T>(c)? {
+        let dy = channels.apply(dy)?;
         let saved = (out.mean.view(), out.rstd.view());
-        put_grads(&mut p, &ops::group_norm_backward(dy.view(), x.view(), groups, saved, wv, b.is_some())?);
+        let g = ops::group_norm_backward(dy.view(), x.view(), groups, saved, wv, b.is_some())?;
+        put_grads(&mut p, &channels.restore_grads(g)?);
     }
     Ok(p)
 }
 
 fn instance_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
-    let x = required::<T>(c, "x")?;
+    let (x, channels) = channels_first::<T>(c, required::<T>(c, "x")?)?;
     let eps = attr_f64(c, "eps")?.unwrap_or(1e-5);
     let (w, b) = (optional::<T>(c, "weight")?, optional::<T>(c, "bias")?);
     let (wv, bv) = (w.as_ref().map(Tensor::view), b.as_ref().map(Tensor::view));
     let out = ops::instance_norm(x.view(), wv, bv, eps)?;
     let mut p = Produced::default();
-    p.put("y", &out.y);
+    p.put("y", &channels.restore(out.y)?);
     p.put("mean", &out.mean);
     p.put("rstd", &out.rstd);
     if let Some(dy) = grad_output::<T>(c)? {
+        let dy = channels.apply(dy)?;
         let saved = (out.mean.view(), out.rstd.view());
-        put_grads(&mut p, &ops::instance_norm_backward(dy.view(), x.view(), saved, wv, b.is_some())?);
+        let g = ops::instance_norm_backward(dy.view(), x.view(), saved, wv, b.is_some())?;
+        put_grads(&mut p, &channels.restore_grads(g)?);
     }
     Ok(p)
+}
+
+/// Where a case's channel axis is, for ops whose kernels take `(N, C, *)`: the
+/// README's "channel axis 1 unless `axis` says otherwise" (Keras' GroupNormalization
+/// uses `axis=-1`). The runner moves that axis to position 1 and back.
+#[derive(Clone, Copy, Debug)]
+struct ChannelAxis {
+    /// The channel axis in the case's layout, in `1..rank`.
+    axis: usize,
+}
+
+/// `x` with its channel axis moved to position 1, and the axis to move back.
+fn channels_first<T: Float>(c: &Case, x: Tensor<T>) -> Result<(Tensor<T>, ChannelAxis), RunError> {
+    let rank = x.shape().len();
+    let axis = match attr_axis(c, "axis")? {
+        None => 1,
+        Some(a) => {
+            let r = isize::try_from(rank).map_err(|_| RunError::BadCase("rank overflows".into()))?;
+            let resolved = if a < 0 { a + r } else { a };
+            match usize::try_from(resolved) {
+                Ok(v) if v >= 1 && v < rank => v,
+                _ => {
+                    return Err(RunError::Refused(format!(
+                        "channel axis {a} is not a non-batch axis of x with shape {:?}",
+                        x.shape()
+                    )))
+                }
+            }
+        }
+    };
+    let ch = ChannelAxis { axis };
+    Ok((ch.apply(x)?, ch))
+}
+
+impl ChannelAxis {
+    /// Moves the channel axis to position 1: `(N, A.., C, B..)` to `(N, C, A.., B..)`.
+    fn apply<T: Float>(self, t: Tensor<T>) -> Result<Tensor<T>, RunError> {
+        self.permute(t, true)
+    }
+
+    /// The inverse of [`ChannelAxis::apply`].
+    fn restore<T: Float>(self, t: Tensor<T>) -> Result<Tensor<T>, RunError> {
+        self.permute(t, false)
+    }
+
+    fn restore_grads<T: Float>(self, g: ops::NormGrads<T>) -> Result<ops::NormGrads<T>, RunError> {
+        Ok(ops::NormGrads { dx: self.restore(g.dx)?, ..g })
+    }
+
+    fn permute<T: Float>(self, t: Tensor<T>, to_front: bool) -> Result<Tensor<T>, RunError> {
+        let a = self.axis;
+        if a == 1 || t.shape().len() <= 2 {
+            return Ok(t);
+        }
+        // Case layout (n, mid, c, inner); channels-first layout (n, c, mid, inner).
+        let s = t.shape().to_vec();
+        let (cf_c, cf_mid) = if to_front { (s[a], &s[1..a]) } else { (s[1], &s[2..=a]) };
+        let mid: usize = cf_mid.iter().product();
+        let inner: usize = s[a + 1..].iter().product();
+        let n = s[0];
+        let c = cf_c;
+        let (case_shape, cf_shape) = {
+            let mut case_shape = vec![n];
+            let mut cf_shape = vec![n, c];
+            case_shape.extend_from_slice(cf_mid);
+            case_shape.push(c);
+            case_shape.extend_from_slice(&s[a + 1..]);
+            cf_shape.extend_from_slice(cf_mid);
+            cf_shape.extend_from_slice(&s[a + 1..]);
+            (case_shape, cf_shape)
+        };
+        let src = t.data();
+        let mut out = Vec::with_capacity(src.len());
+        if to_front {
+            for i0 in 0..n {
+                for ch in 0..c {
+                    for m in 0..mid {
+                        let base = ((i0 * mid + m) * c + ch) * inner;
+                        out.extend_from_slice(src.get(base..base + inner).unwrap_or(&[]));
+                    }
+                }
+            }
+        } else {
+            for i0 in 0..n {
+                for m in 0..mid {
+                    for ch in 0..c {
+                        let base = ((i0 * c + ch) * mid + m) * inner;
+                        out.extend_from_slice(src.get(base..base + inner).unwrap_or(&[]));
+                    }
+                }
+            }
+        }
+        let shape = if to_front { cf_shape } else { case_shape };
+        Tensor::new(&shape, out).map_err(|e| RunError::BadCase(e.to_string()))
+    }
 }
 
 fn lp_normalize<T: Float>(c: &Case) -> Result<Produced, RunError> {

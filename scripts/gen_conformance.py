@@ -960,6 +960,31 @@ def gen_sklearn(w: Writer, rng):
             if not has_nan:
                 for norm in ("l1", "l2", "max"):
                     sk_case(w, f"{pre}_normalizer_{norm}", "normalizer", {"norm": norm}, Normalizer(norm=norm), fit, trans, dtype, tol, ())
+    # Defaults (empty params), many rows (exact percentiles), zero columns.
+    big = rng.standard_t(3, (4001, 5)) * np.array([1.0, 10.0, 1e-3, 1e6, 1.0]) + np.array([0.0, -5.0, 1.0, 1e9, 0.0])
+    big[rng.random(big.shape) < 0.05] = np.nan
+    bt = rng.normal(0, 3, (9, 5))
+    zc = rng.normal(0, 1, (13, 4))
+    zc[:, 2] = 0.0
+    for dname, (fit, trans) in {"many_rows": (big, bt), "zero_col": (zc, rng.normal(0, 1, (5, 4)))}.items():
+        pre = f"sklearn/gen_{dname}_f64"
+        # many_rows has a column at 1e9 with spread ~1e6: the inverse adds the mean
+        # back, so both implementations round at 1e9 (bound 16 eps |mean|).
+        tol = (1e-7, 16 * EPS["f64"] * 1e9) if dname == "many_rows" else None
+        sk_case(w, f"{pre}_standard_defaults", "standard", {}, StandardScaler(), fit, trans, "f64", tol, ("mean_", "var_", "scale_", "n_samples_seen_"))
+        sk_case(w, f"{pre}_minmax_defaults", "minmax", {}, MinMaxScaler(), fit, trans, "f64", tol, ("scale_", "data_min_", "data_max_", "n_samples_seen_"))
+        sk_case(w, f"{pre}_maxabs_defaults", "maxabs", {}, MaxAbsScaler(), fit, trans, "f64", tol, ("scale_", "max_abs_", "n_samples_seen_"))
+        sk_case(w, f"{pre}_robust_defaults", "robust", {}, RobustScaler(), fit, trans, "f64", tol, ("scale_", "center_"))
+        sk_case(w, f"{pre}_robust_q1_99_uv", "robust", {"quantile_range": [1, 99], "unit_variance": True},
+                RobustScaler(quantile_range=(1, 99), unit_variance=True), fit, trans, "f64", tol, ("scale_", "center_"))
+        if not np.isnan(fit).any():
+            sk_case(w, f"{pre}_normalizer_defaults", "normalizer", {}, Normalizer(), fit, trans, "f64", None, ())
+    # Normalizer refuses NaN (scikit-learn's check_array raises).
+    nanfit = rng.normal(0, 1, (4, 3))
+    nanfit[1, 1] = np.nan
+    w.write({"name": "sklearn/gen_error_normalizer_nan", "scaler": "normalizer", "params": {"norm": "l2"},
+             "fit": tensor(nanfit, "f64"), "transform": tensor(nanfit, "f64"), "error": "Input X contains NaN",
+             "tolerance": {"rtol": 1e-7, "atol": 1e-9}})
     # MinMax with the extra attributes scikit-learn sets (min_, data_range_).
     fit, trans = data["gauss_prime_cols"]
     sk_case(w, "sklearn/gen_gauss_prime_cols_f64_minmax_all_attrs", "minmax", {"feature_range": [0, 1], "clip": False},

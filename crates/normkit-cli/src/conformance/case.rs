@@ -76,8 +76,41 @@ pub enum Expected {
 /// Reads and parses one case file.
 pub fn read_case(path: &Path) -> Result<Case, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let v: Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        // Python's json module writes non-finite floats as bare NaN, Infinity and
+        // -Infinity (not JSON): read such a file as if they were the format's strings.
+        Err(e) => serde_json::from_str(&quote_bare_non_finite(&text)).map_err(|_| format!("not valid JSON: {e}"))?,
+    };
     parse_case(&v, path)
+}
+
+/// `text` with every bare `NaN`, `Infinity` and `-Infinity` token outside JSON
+/// strings put in quotes, so that it parses as the format's `"nan"`, `"inf"`, `"-inf"`.
+pub fn quote_bare_non_finite(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(ch) = rest.chars().next() {
+        if in_string {
+            match (escaped, ch) {
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => escaped = false,
+            }
+        } else if ch == '"' {
+            in_string = true;
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+            out.push('"');
+            out.push_str(token);
+            out.push('"');
+            rest = &rest[token.len()..];
+            continue;
+        }
+        out.push(ch);
+        rest = &rest[ch.len_utf8()..];
+    }
+    out
 }
 
 fn parse_case(v: &Value, path: &Path) -> Result<Case, String> {
@@ -179,4 +212,20 @@ fn parse_value(v: &Value, dtype: Dtype) -> Result<f64, String> {
         },
     };
     parsed.ok_or_else(|| format!("{text:?} is not a number"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_non_finite_values_are_quoted_outside_strings_only() {
+        let text = r#"{"name": "a NaN \" Infinity", "data": [NaN, -Infinity, Infinity, 1.5]}"#;
+        let fixed = quote_bare_non_finite(text);
+        assert_eq!(fixed, r#"{"name": "a NaN \" Infinity", "data": ["NaN", "-Infinity", "Infinity", 1.5]}"#);
+        let v: Value = serde_json::from_str(&fixed).unwrap();
+        let t = parse_tensor(&serde_json::json!({"dtype": "f64", "shape": [4], "data": v["data"]})).unwrap();
+        assert!(t.data[0].is_nan());
+        assert_eq!(&t.data[1..], &[f64::NEG_INFINITY, f64::INFINITY, 1.5]);
+    }
 }

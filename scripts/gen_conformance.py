@@ -261,6 +261,9 @@ def gen_x(rng, shape, dtype, kind):
         lead = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
         x = np.repeat(vals[np.arange(lead) % len(vals)], shape[-1] if shape else 1).reshape(shape)
         return x.astype(NP[dtype]).astype(np.float64), 1.0
+    if kind == "near_eps":
+        # Variance near eps = 1e-5, mean 5: the ratio |mean| / std is about 1.6e3.
+        return rnd(rng, shape, dtype, 5.0, math.sqrt(1e-5)), 5.0 / math.sqrt(1e-5)
     if kind == "tiny":
         return rnd(rng, shape, dtype, 0.0, 1e-4), 1.0
     if kind == "huge":
@@ -752,6 +755,110 @@ def gen_extra(w: Writer, rng):
                         {"x": rnd(rng, (2, 3, 4), dtype)}, None, dtype, error="axis 0 is the batch axis"))
 
 
+def gen_extra_bwd(w: Writer, rng):
+    """Backward with NaN inputs (as torch's layer_norm nan_bwd case) and with variance near eps."""
+    for dtype in ("f64", "f32"):
+        for kind in ("nan", "near_eps"):
+            base_kind = "plain" if kind == "nan" else kind
+            # batch_norm, train and eval, channel 1 poisoned.
+            shape = (4, 3, 6)
+            x, ratio = gen_x(rng, shape, dtype, base_kind)
+            if kind == "nan":
+                x = poison(x, (2, 1, 3), np.nan)
+            c = 3
+            wt, bs = rnd(rng, (c,), dtype, 1.0, 0.5), rnd(rng, (c,), dtype)
+            rm = rnd(rng, (c,), dtype, 5.0 if kind == "near_eps" else 0.0, 1e-3)
+            rv = (np.abs(rnd(rng, (c,), dtype, 1e-5, 1e-6))).astype(NP[dtype]).astype(np.float64)
+            go = rnd(rng, shape, dtype)
+            tol = cancel_tol(dtype, ratio, weight_max=float(np.abs(wt).max())) if kind == "near_eps" else None
+            other = (0, 2)
+            with np.errstate(invalid="ignore"):
+                mean, var, n = ref_batch_stats(x, 1)
+                y = ref_batch_norm_y(x, 1, mean, var, wt, bs, 1e-5)
+                dx, dw, db = norm_backward(x, go, other, bcast_channel(mean, 3, 1), bcast_channel(1 / np.sqrt(var + 1e-5), 3, 1),
+                                           bcast_channel(wt, 3, 1), other)
+            attrs = {"training": True, "momentum": 0.1, "running_var_unbiased": True, "eps": 1e-5, "axis": 1}
+            exp = {"y": y, "save_mean": mean, "save_rstd": 1 / np.sqrt(var + 1e-5), "running_mean": 0.9 * rm + 0.1 * mean,
+                   "running_var": 0.9 * rv + 0.1 * var * n / (n - 1), "dx": dx, "dweight": dw, "dbias": db}
+            ins = {"x": x, "weight": wt, "bias": bs, "running_mean": rm, "running_var": rv}
+            w.write(nn_case(f"numpy_torch/batch_norm_{dtype}_4x3x6_train_affine_{kind}_bwd", "batch_norm", attrs, ins, exp, dtype, tol, go))
+            with np.errstate(invalid="ignore"):
+                rk = bcast_channel(1 / np.sqrt(rv + 1e-5), 3, 1)
+                xh = (x - bcast_channel(rm, 3, 1)) * rk
+                exp = {"y": ref_batch_norm_y(x, 1, rm, rv, wt, bs, 1e-5), "dx": go * bcast_channel(wt, 3, 1) * rk,
+                       "dweight": (go * xh).sum(axis=other), "dbias": go.sum(axis=other)}
+            # eval with running statistics: no cancellation inside normkit (x - running_mean is exact-ish).
+            w.write(nn_case(f"numpy_torch/batch_norm_{dtype}_4x3x6_eval_affine_{kind}_bwd", "batch_norm", dict(attrs, training=False), ins, exp,
+                            dtype, tol, go))
+            # group_norm / instance_norm with NaN in sample 1.
+            shape = (2, 4, 5)
+            x, ratio = gen_x(rng, shape, dtype, base_kind)
+            if kind == "nan":
+                x = poison(x, (1, 0, 2), np.nan)
+            wt, bs = rnd(rng, (4,), dtype, 1.0, 0.5), rnd(rng, (4,), dtype)
+            go = rnd(rng, shape, dtype)
+            tol = cancel_tol(dtype, ratio, weight_max=float(np.abs(wt).max())) if kind == "near_eps" else None
+            for g in (2, 4):
+                with np.errstate(invalid="ignore"):
+                    y, mean, rstd = ref_group_norm(x, g, wt, bs, 1e-5)
+                    xr = x.reshape(2, g, -1)
+                    g_ = (go * bcast_channel(wt, 3, 1)).reshape(2, g, -1)
+                    mk, rk = mean.reshape(2, g, 1), rstd.reshape(2, g, 1)
+                    xhat = (xr - mk) * rk
+                    dx = (rk * (g_ - g_.mean(axis=2, keepdims=True) - xhat * (g_ * xhat).mean(axis=2, keepdims=True))).reshape(shape)
+                    dw = (go * xhat.reshape(shape)).sum(axis=(0, 2))
+                exp = {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": go.sum(axis=(0, 2))}
+                if g == 4:
+                    exp.pop("mean"), exp.pop("rstd")
+                    w.write(nn_case(f"numpy_torch/instance_norm_{dtype}_2x4x5_affine_{kind}_bwd", "instance_norm", {"eps": 1e-5},
+                                    {"x": x, "weight": wt, "bias": bs}, exp, dtype, tol, go))
+                else:
+                    w.write(nn_case(f"numpy_torch/group_norm_{dtype}_2x4x5_g2_affine_{kind}_bwd", "group_norm", {"num_groups": 2, "eps": 1e-5},
+                                    {"x": x, "weight": wt, "bias": bs}, exp, dtype, tol, go))
+            # rms_norm and layer_norm, lp: NaN in row 1.
+            shape = (3, 8)
+            x, ratio = gen_x(rng, shape, dtype, base_kind)
+            if kind == "nan":
+                x = poison(x, (1, 4), np.nan)
+            wt, bs = rnd(rng, (8,), dtype, 1.0, 0.5), rnd(rng, (8,), dtype)
+            go = rnd(rng, shape, dtype)
+            with np.errstate(invalid="ignore"):
+                y, mean, rstd = ref_layer_norm(x, 1, wt, bs, 1e-5)
+                dx, dw, db = norm_backward(x, go, (1,), mean[:, None], rstd[:, None], wt, (0,))
+            tol = cancel_tol(dtype, ratio, weight_max=float(np.abs(wt).max())) if kind == "near_eps" else None
+            w.write(nn_case(f"numpy_torch/layer_norm_{dtype}_3x8_affine_{kind}_bwd", "layer_norm", {"normalized_shape": [8], "eps": 1e-5},
+                            {"x": x, "weight": wt, "bias": bs}, {"y": y, "mean": mean, "rstd": rstd, "dx": dx, "dweight": dw, "dbias": db},
+                            dtype, tol, go))
+            if kind == "nan":
+                with np.errstate(invalid="ignore"):
+                    yr, rr = ref_rms_norm(x, 1, wt, 1e-5)
+                    rk = rr[:, None]
+                    gg = go * wt
+                    dxr = rk * (gg - x * rk * rk * (gg * x).mean(axis=1, keepdims=True))
+                    dwr = (go * x * rk).sum(axis=0)
+                w.write(nn_case(f"numpy_torch/rms_norm_{dtype}_3x8_weight_nan_bwd", "rms_norm", {"normalized_shape": [8], "eps": 1e-5},
+                                {"x": x, "weight": wt}, {"y": yr, "rstd": rr, "dx": dxr, "dweight": dwr}, dtype, None, go))
+                for p in (1, 2):
+                    with np.errstate(invalid="ignore"):
+                        nrm = np.abs(x).sum(axis=1, keepdims=True) if p == 1 else np.sqrt((x * x).sum(axis=1, keepdims=True))
+                        if p == 1:
+                            dxl = go / nrm - np.sign(x) * (go * x).sum(axis=1, keepdims=True) / (nrm * nrm)
+                        else:
+                            yy = x / nrm
+                            dxl = (go - yy * (go * yy).sum(axis=1, keepdims=True)) / nrm
+                        yl = ref_lp(x, p, 1, 1e-12)
+                    w.write(nn_case(f"numpy_torch/lp_normalize_{dtype}_3x8_p{p}_nan_bwd", "lp_normalize", {"p": p, "axis": 1, "eps": 1e-12},
+                                    {"x": x}, {"y": yl, "dx": dxl}, dtype, None, go))
+        # p = 1 backward with exact zeros inside non-zero rows (sign(0) = 0).
+        x = rnd(rng, (3, 7), dtype)
+        x[0, 2] = x[1, 0] = x[2, 6] = 0.0
+        go = rnd(rng, (3, 7), dtype)
+        nrm = np.abs(x).sum(axis=1, keepdims=True)
+        dxl = go / nrm - np.sign(x) * (go * x).sum(axis=1, keepdims=True) / (nrm * nrm)
+        w.write(nn_case(f"numpy_torch/lp_normalize_{dtype}_3x7_p1_inner_zeros_bwd", "lp_normalize", {"p": 1, "axis": -1, "eps": 1e-12},
+                        {"x": x}, {"y": ref_lp(x, 1, -1, 1e-12), "dx": dxl}, dtype, None, go))
+
+
 # --- onnx family -------------------------------------------------------------
 
 
@@ -1012,7 +1119,7 @@ def main():
     w = Writer(args.outdir)
     only = set(args.only.split(","))
     if "numpy_torch" in only:
-        for gen in (gen_layer_norm, gen_rms_norm, gen_batch_norm, gen_group_norm, gen_instance_norm, gen_lp, gen_mvn, gen_extra):
+        for gen in (gen_layer_norm, gen_rms_norm, gen_batch_norm, gen_group_norm, gen_instance_norm, gen_lp, gen_mvn, gen_extra, gen_extra_bwd):
             gen(w, rng)
     if "onnx" in only:
         gen_onnx(w, rng)

@@ -278,9 +278,12 @@ fn mean_variance_normalization<T: Float>(c: &Case) -> Result<Produced, RunError>
     let x = required::<T>(c, "x")?;
     let axes = match c.attrs.get("axes") {
         None | Some(Value::Null) => vec![0, 2, 3],
+        Some(v @ Value::Number(_)) => vec![whole(v)
+            .and_then(|a| isize::try_from(a).ok())
+            .ok_or_else(|| RunError::BadCase("attribute axes is not an integer".into()))?],
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_i64().and_then(|a| isize::try_from(a).ok()))
+            .map(|v| whole(v).and_then(|a| isize::try_from(a).ok()))
             .collect::<Option<Vec<isize>>>()
             .ok_or_else(|| RunError::BadCase("attribute axes is not a list of integers".into()))?,
         Some(_) => return Err(RunError::BadCase("attribute axes is not a list".into())),
@@ -329,7 +332,7 @@ fn attr_f64(c: &Case, name: &str) -> Result<Option<f64>, RunError> {
 /// A list of dimensions (a single number is taken as a list of one).
 fn attr_dims(c: &Case, name: &str) -> Result<Vec<usize>, RunError> {
     let bad = || RunError::BadCase(format!("attribute {name} is not a list of dimensions"));
-    let as_dim = |v: &Value| v.as_u64().and_then(|d| usize::try_from(d).ok()).ok_or_else(bad);
+    let as_dim = |v: &Value| whole(v).and_then(|d| usize::try_from(d).ok()).ok_or_else(bad);
     match c.attrs.get(name) {
         Some(Value::Array(a)) => a.iter().map(as_dim).collect(),
         Some(v @ Value::Number(_)) => Ok(vec![as_dim(v)?]),
@@ -341,7 +344,13 @@ fn attr_dims(c: &Case, name: &str) -> Result<Vec<usize>, RunError> {
 fn attr_bool(c: &Case, name: &str) -> Result<Option<bool>, RunError> {
     match c.attrs.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| RunError::BadCase(format!("attribute {name} is not a boolean"))),
+        // ONNX writes flags such as training_mode as 0 or 1.
+        Some(v) => match (v.as_bool(), whole(v)) {
+            (Some(b), _) => Ok(Some(b)),
+            (None, Some(0)) => Ok(Some(false)),
+            (None, Some(1)) => Ok(Some(true)),
+            _ => Err(RunError::BadCase(format!("attribute {name} is not a boolean"))),
+        },
     }
 }
 
@@ -349,19 +358,25 @@ fn attr_bool(c: &Case, name: &str) -> Result<Option<bool>, RunError> {
 fn attr_axis(c: &Case, name: &str) -> Result<Option<isize>, RunError> {
     match c.attrs.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_i64()
+        Some(v) => whole(v)
             .and_then(|a| isize::try_from(a).ok())
             .map(Some)
             .ok_or_else(|| RunError::BadCase(format!("attribute {name} is not an integer"))),
     }
 }
 
-/// A whole-number attribute (a count).
+/// A whole-number attribute (a count); a negative count is refused like any bad
+/// argument, so that a case expecting an error passes.
 fn attr_count(c: &Case, name: &str) -> Result<usize, RunError> {
-    c.attrs
+    let v = c
+        .attrs
         .get(name)
-        .and_then(Value::as_u64)
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| RunError::BadCase(format!("attribute {name} is missing or not a whole number")))
+        .and_then(whole)
+        .ok_or_else(|| RunError::BadCase(format!("attribute {name} is missing or not a whole number")))?;
+    usize::try_from(v).map_err(|_| RunError::Refused(format!("{name} = {v} is negative")))
+}
+
+/// An integer written as an integer or as a float with no fraction (`2` or `2.0`).
+fn whole(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
 }

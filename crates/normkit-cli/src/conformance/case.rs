@@ -170,8 +170,8 @@ fn parse_expected(ex: &Value) -> Result<BTreeMap<String, CaseTensor>, String> {
 /// Parses `{"dtype", "shape", "data"}` with `"nan"`, `"inf"`, `"-inf"` strings.
 pub fn parse_tensor(v: &Value) -> Result<CaseTensor, String> {
     let dtype = match v.get("dtype").and_then(Value::as_str) {
-        Some("f32") => Dtype::F32,
-        Some("f64") => Dtype::F64,
+        Some("f32" | "float32") => Dtype::F32,
+        Some("f64" | "float64") => Dtype::F64,
         other => return Err(format!("unknown dtype {other:?}")),
     };
     let shape = v
@@ -179,7 +179,13 @@ pub fn parse_tensor(v: &Value) -> Result<CaseTensor, String> {
         .and_then(Value::as_array)
         .ok_or("missing shape")?
         .iter()
-        .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()).ok_or("a dimension is not a whole number"))
+        .map(|d| {
+            // A dimension written as 3 or as 3.0.
+            let whole = d
+                .as_u64()
+                .or_else(|| d.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < 9.0e15).map(|f| f as u64));
+            whole.and_then(|d| usize::try_from(d).ok()).ok_or("a dimension is not a whole number")
+        })
         .collect::<Result<Vec<usize>, _>>()?;
     let data = v
         .get("data")
@@ -227,5 +233,13 @@ mod tests {
         let t = parse_tensor(&serde_json::json!({"dtype": "f64", "shape": [4], "data": v["data"]})).unwrap();
         assert!(t.data[0].is_nan());
         assert_eq!(&t.data[1..], &[f64::NEG_INFINITY, f64::INFINITY, 1.5]);
+    }
+
+    #[test]
+    fn numpy_dtype_names_and_whole_float_dims_are_read() {
+        let t = parse_tensor(&serde_json::json!({"dtype": "float32", "shape": [2.0, 1], "data": [1, 2]})).unwrap();
+        assert_eq!((t.dtype, t.shape.as_slice()), (Dtype::F32, [2usize, 1].as_slice()));
+        assert!(parse_tensor(&serde_json::json!({"dtype": "f64", "shape": [1.5], "data": [1]})).is_err());
+        assert!(parse_tensor(&serde_json::json!({"dtype": "f64", "shape": [-1.0], "data": [1]})).is_err());
     }
 }

@@ -877,6 +877,30 @@ def gen_more_errors(w: Writer, rng):
           "weight has 3 elements, normalized_shape needs 6")
         E("training_batch1_nostats", "batch_norm", {"training": True, "momentum": 0.1, "running_var_unbiased": True, "eps": 1e-5, "axis": 1},
           {"x": rnd(rng, (1, 5), dtype)}, "training needs more than one value per channel")
+    # Eval batch_norm far from the origin: running_mean at the data's offset, so
+    # (x - running_mean) cancels; same bound as the training cancellation cases.
+    for dtype in ("f64", "f32"):
+        loc, sc = (1e6, 1e-3) if dtype == "f64" else (1e3, 1.0)
+        x = rnd(rng, (6, 3, 5), dtype, loc, sc)
+        rm = rnd(rng, (3,), dtype, loc, sc)
+        rv = (np.abs(rnd(rng, (3,), dtype, sc * sc, 0.1 * sc * sc))).astype(NP[dtype]).astype(np.float64)
+        wt, bs = rnd(rng, (3,), dtype, 1.0, 0.5), rnd(rng, (3,), dtype)
+        eps = 1e-5 * sc * sc
+        go = rnd(rng, (6, 3, 5), dtype)
+        rk = bcast_channel(1 / np.sqrt(rv + eps), 3, 1)
+        xh = (x - bcast_channel(rm, 3, 1)) * rk
+        exp = {"y": ref_batch_norm_y(x, 1, rm, rv, wt, bs, eps), "dx": go * bcast_channel(wt, 3, 1) * rk,
+               "dweight": (go * xh).sum(axis=(0, 2)), "dbias": go.sum(axis=(0, 2))}
+        tol = cancel_tol(dtype, loc / sc, weight_max=float(np.abs(wt).max()))
+        w.write(nn_case(f"numpy_torch/batch_norm_{dtype}_6x3x5_eval_affine_offset_bwd", "batch_norm",
+                        {"training": False, "momentum": 0.1, "running_var_unbiased": True, "eps": eps, "axis": 1},
+                        {"x": x, "weight": wt, "bias": bs, "running_mean": rm, "running_var": rv}, exp, dtype, tol, go))
+        # mean_variance_normalization with eps = 0 on a constant group: 0 / 0 = NaN.
+        xc, _ = gen_x(rng, (3, 5), dtype, "const")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ym = ref_mvn(xc, [1], 0.0)
+        w.write(nn_case(f"numpy_torch/mean_variance_normalization_{dtype}_3x5_const_eps0", "mean_variance_normalization",
+                        {"axes": [1], "eps": 0.0}, {"x": xc}, {"y": ym}, dtype))
     # grad_output of the wrong shape is a refusal too (rewrite the placeholder above).
     for dtype in ("f64", "f32"):
         path = os.path.join(w.outdir, f"numpy_torch/layer_norm_error_grad_output_shape_{dtype}.json")

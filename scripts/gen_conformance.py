@@ -1151,6 +1151,16 @@ def gen_sklearn(w: Writer, rng):
     w.write({"name": "sklearn/gen_error_normalizer_nan", "scaler": "normalizer", "params": {"norm": "l2"},
              "fit": tensor(nanfit, "f64"), "transform": tensor(nanfit, "f64"), "error": "Input X contains NaN",
              "tolerance": {"rtol": 1e-7, "atol": 1e-9}})
+    # Every scaler refuses infinities (check_array: "Input X contains infinity"), in
+    # fit or in transform.
+    inffit = rng.normal(0, 1, (5, 3))
+    inffit[2, 0] = np.inf
+    okfit = rng.normal(0, 1, (5, 3))
+    for sc in ("standard", "minmax", "maxabs", "robust", "normalizer"):
+        for where, (f_, t_) in {"fit": (inffit, okfit), "transform": (okfit, inffit)}.items():
+            w.write({"name": f"sklearn/gen_error_{sc}_inf_in_{where}", "scaler": sc, "params": {},
+                     "fit": tensor(f_, "f64"), "transform": tensor(t_, "f64"), "error": "Input X contains infinity",
+                     "tolerance": {"rtol": 1e-7, "atol": 1e-9}})
     # MinMax with the extra attributes scikit-learn sets (min_, data_range_).
     fit, trans = data["gauss_prime_cols"]
     sk_case(w, "sklearn/gen_gauss_prime_cols_f64_minmax_all_attrs", "minmax", {"feature_range": [0, 1], "clip": False},

@@ -203,7 +203,11 @@ fn parse_field(raw: &[u8]) -> Field64 {
     if t.is_empty() {
         return Field64::Missing;
     }
-    match std::str::from_utf8(t).ok().and_then(|s| s.parse::<f64>().ok()) {
+    // lexical's parser (correctly rounded, and faster than std's), with std's
+    // grammar as a fallback so that any float Rust reads is read.
+    let parsed =
+        lexical_core::parse::<f64>(t).ok().or_else(|| std::str::from_utf8(t).ok().and_then(|s| s.parse::<f64>().ok()));
+    match parsed {
         Some(v) if v.is_nan() => Field64::Missing,
         Some(v) => Field64::Value(v),
         None if NA_MARKERS.contains(&t) => Field64::Missing,
@@ -471,47 +475,45 @@ impl Table {
     }
 
     /// Parses the selected columns of a CSV batch into `out` (one `Vec` per
-    /// selected column, NaN = missing), columns in parallel. The first bad value
-    /// in file order is the error.
+    /// selected column, NaN = missing), chunks of rows in parallel, each record
+    /// read once. The first bad value in file order is the error.
     fn parse_csv_columns(&self, b: &CsvBatch, sel: &[usize], out: &mut Vec<Vec<f64>>) -> Result<()> {
-        out.resize_with(sel.len(), Vec::new);
         let records = b.records.get(..b.len).unwrap_or_default();
-        let errors: Vec<ScaleError> = out
-            .par_iter_mut()
-            .zip(sel.par_iter())
-            .filter_map(|(col, &j)| {
-                col.clear();
-                col.reserve(records.len());
-                for r in records {
-                    let raw = r.get(j).unwrap_or_default();
-                    match parse_field(raw) {
-                        Field64::Missing => col.push(f64::NAN),
-                        Field64::Value(v) if v.is_finite() => col.push(v),
-                        bad => {
-                            let reason = if bad == Field64::NotANumber {
-                                format!("{:?} is not a number", String::from_utf8_lossy(raw))
-                            } else {
-                                format!(
-                                    "{:?} is infinite (scikit-learn refuses infinity)",
-                                    String::from_utf8_lossy(raw)
-                                )
-                            };
-                            return Some(self.bad_value(
-                                "line",
-                                r.position().map_or(0, csv::Position::line),
-                                j,
-                                reason,
-                            ));
+        let chunk = records.len().div_ceil(2 * rayon::current_num_threads()).max(512);
+        let parts: Vec<Result<Vec<Vec<f64>>>> = records
+            .par_chunks(chunk)
+            .map(|recs| {
+                let mut cols = vec![Vec::with_capacity(recs.len()); sel.len()];
+                for r in recs {
+                    for (col, &j) in cols.iter_mut().zip(sel) {
+                        let raw = r.get(j).unwrap_or_default();
+                        match parse_field(raw) {
+                            Field64::Missing => col.push(f64::NAN),
+                            Field64::Value(v) if v.is_finite() => col.push(v),
+                            bad => {
+                                let text = String::from_utf8_lossy(raw);
+                                let reason = if bad == Field64::NotANumber {
+                                    format!("{text:?} is not a number")
+                                } else {
+                                    format!("{text:?} is infinite (scikit-learn refuses infinity)")
+                                };
+                                let line = r.position().map_or(0, csv::Position::line);
+                                return Err(self.bad_value("line", line, j, reason));
+                            }
                         }
                     }
                 }
-                None
+                Ok(cols)
             })
             .collect();
-        match errors.into_iter().min_by_key(|e| if let ScaleError::BadValue { line, .. } = e { *line } else { 0 }) {
-            Some(e) => Err(e),
-            None => Ok(()),
+        out.resize_with(sel.len(), Vec::new);
+        out.iter_mut().for_each(Vec::clear);
+        for part in parts {
+            for (o, c) in out.iter_mut().zip(part?) {
+                o.extend_from_slice(&c);
+            }
         }
+        Ok(())
     }
 
     fn bad_value(&self, unit: &'static str, line: u64, j: usize, reason: String) -> ScaleError {

@@ -10,16 +10,23 @@ seen. It writes JSON case files under OUTDIR, in three sub-folders:
   LpNormalization, MeanVarianceNormalization), mapped to the format's PyTorch-style
   ops and attributes (ONNX BatchNormalization momentum m becomes 1 - m,
   running_var_unbiased false; LayerNormalization axis a becomes
-  normalized_shape = x.shape[a:]).
+  normalized_shape = x.shape[a:]). ONNX float attributes are float32, so the
+  cases carry the float32 epsilon/momentum; LpNormalization p=1 uses the spec's
+  sum |x| (onnx's reference sums x without abs); GroupNormalization runs with
+  stash_type 11 (double); MeanVarianceNormalization evaluates its function body
+  ((x - mean) / (std + 1e-9)) in numpy, its rtol widened by that formula's gap.
 - ``numpy_torch/``: PyTorch semantics re-implemented in numpy float64 (torch is not
   installable here), only where they are unambiguous: layer_norm, rms_norm,
   batch_norm (running statistics, momentum incl. cumulative average, channel axis),
   group_norm, instance_norm, lp_normalize (F.normalize), mean_variance_normalization,
   with backward cases (gradients of sum(y * grad_output), checked against central
-  finite differences at generation time). Case names start with ``numpy_torch/``.
+  finite differences at generation time), non-finite inputs, large shapes (SIMD
+  tails, threaded splits), channels-last group/instance norm (``axis``) and error
+  cases. Case names start with ``numpy_torch/``.
 - ``sklearn/``: scikit-learn's StandardScaler, MinMaxScaler, MaxAbsScaler,
   RobustScaler and Normalizer with varied parameters, NaNs, constant columns,
-  large offsets, single rows, inverse_transform.
+  large offsets, single rows, 4001-row fits, defaults, inverse_transform, and the
+  inputs scikit-learn refuses (infinities; NaN for Normalizer; bad parameters).
 
 References are computed in float64 from the inputs as stored (an f32 case's
 inputs are rounded to f32 first), and expected tensors are rounded to the case's

@@ -105,8 +105,40 @@ fn rms(ts: &[Tensor]) -> Result<Tensor> {
 fn rms_composed(ts: &[Tensor]) -> Result<Tensor> {
     ops::rms_norm_composed(&ts[0], Some(&ts[1]), 1e-6)
 }
+/// RMSNorm over the last axis of a 3-d input, weight of the channel axis unused.
+fn rms3(ts: &[Tensor]) -> Result<Tensor> {
+    ops::rms_norm(&ts[0], None, 1e-6)
+}
 fn bn(ts: &[Tensor]) -> Result<Tensor> {
     Ok(ops::batch_norm_train(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)?.0)
+}
+fn bn_composed(ts: &[Tensor]) -> Result<Tensor> {
+    Ok(ops::batch_norm_train_composed(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)?.0)
+}
+/// Eval mode with fixed running statistics (the 4th and 5th inputs are taken as
+/// constants: their gradient is not checked, they receive none).
+fn bn_eval(ts: &[Tensor]) -> Result<Tensor> {
+    let c = ts[0].dims()[1];
+    let (rm, rv) = running_stats(c, ts[0].dtype())?;
+    ops::batch_norm_eval(&ts[0], &rm, &rv, Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
+/// Eval-mode BatchNorm written from the formula `(x - rm) / sqrt(rv + eps) · w + b`.
+fn bn_eval_reference(ts: &[Tensor]) -> Result<Tensor> {
+    let (x, w, b) = (&ts[0], &ts[1], &ts[2]);
+    let c = x.dims()[1];
+    let (rm, rv) = running_stats(c, x.dtype())?;
+    let mut shape = vec![1; x.rank()];
+    shape[1] = c;
+    let s = shape.as_slice();
+    let y = x.broadcast_sub(&rm.reshape(s)?)?.broadcast_div(&(rv + 1e-5)?.sqrt()?.reshape(s)?)?;
+    y.broadcast_mul(&w.reshape(s)?)?.broadcast_add(&b.reshape(s)?)
+}
+/// Fixed running statistics for `c` channels: means in [-1, 1], variances in [0.5, 2.5].
+fn running_stats(c: usize, dtype: DType) -> Result<(Tensor, Tensor)> {
+    let rm: Vec<f64> = (0..c).map(|i| ((i * 7 % 11) as f64 / 5.0) - 1.0).collect();
+    let rv: Vec<f64> = (0..c).map(|i| 0.5 + (i * 3 % 5) as f64 / 2.0).collect();
+    let dev = &Device::Cpu;
+    Ok((Tensor::new(rm, dev)?.to_dtype(dtype)?, Tensor::new(rv, dev)?.to_dtype(dtype)?))
 }
 fn gn(ts: &[Tensor]) -> Result<Tensor> {
     ops::group_norm(&ts[0], 2, Some(&ts[1]), Some(&ts[2]), 1e-5)
@@ -116,6 +148,9 @@ fn gn_composed(ts: &[Tensor]) -> Result<Tensor> {
 }
 fn inorm(ts: &[Tensor]) -> Result<Tensor> {
     ops::instance_norm(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
+fn inorm_composed(ts: &[Tensor]) -> Result<Tensor> {
+    ops::instance_norm_composed(&ts[0], Some(&ts[1]), Some(&ts[2]), 1e-5)
 }
 
 /// BatchNorm composed of candle ops, written from the formula.
@@ -158,12 +193,31 @@ fn channel_norms_match_finite_differences() -> Result<()> {
         let w = randn(&mut rng, &[c], 1.0, 1.0)?;
         let b = randn(&mut rng, &[c], 1.0, 0.0)?;
         check_finite_differences("batch_norm", &bn, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
+        check_finite_differences("batch_norm eval", &bn_eval, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
         if dims.len() > 2 {
             check_finite_differences("group_norm", &gn, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
             check_finite_differences("instance_norm", &inorm, &[x, w, b], &mut rng)?;
         }
     }
     Ok(())
+}
+
+/// The composed paths (what other devices and dtypes run) have correct
+/// gradients too: their backward is candle's autograd, checked here in f64.
+#[test]
+fn composed_fallbacks_match_finite_differences() -> Result<()> {
+    let mut rng = rng();
+    let x = randn(&mut rng, &[3, 7], 2.0, 0.5)?;
+    let w = randn(&mut rng, &[7], 1.0, 1.0)?;
+    let b = randn(&mut rng, &[7], 1.0, 0.0)?;
+    check_finite_differences("layer_norm_composed", &ln_composed, &[x.clone(), w.clone(), b], &mut rng)?;
+    check_finite_differences("rms_norm_composed", &rms_composed, &[x, w], &mut rng)?;
+    let x = randn(&mut rng, &[3, 4, 5], 2.0, 1.0)?;
+    let w = randn(&mut rng, &[4], 1.0, 1.0)?;
+    let b = randn(&mut rng, &[4], 1.0, 0.0)?;
+    check_finite_differences("batch_norm_train_composed", &bn_composed, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
+    check_finite_differences("group_norm_composed", &gn_composed, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
+    check_finite_differences("instance_norm_composed", &inorm_composed, &[x, w, b], &mut rng)
 }
 
 #[test]
@@ -180,7 +234,25 @@ fn kernel_path_matches_candle_composed_ops() -> Result<()> {
         let w = randn(&mut rng, &[4], 1.0, 1.0)?;
         let b = randn(&mut rng, &[4], 1.0, 0.0)?;
         check_against_composed("group_norm", &gn, &gn_composed, &[x.clone(), w.clone(), b.clone()], dtype, tol)?;
-        check_against_composed("batch_norm", &bn, &bn_reference, &[x, w, b], dtype, tol)?;
+        check_against_composed("batch_norm", &bn, &bn_reference, &[x.clone(), w.clone(), b.clone()], dtype, tol)?;
+        check_against_composed("batch_norm", &bn, &bn_composed, &[x.clone(), w.clone(), b.clone()], dtype, tol)?;
+        check_against_composed(
+            "batch_norm eval",
+            &bn_eval,
+            &bn_eval_reference,
+            &[x.clone(), w.clone(), b.clone()],
+            dtype,
+            tol,
+        )?;
+        check_against_composed("instance_norm", &inorm, &inorm_composed, &[x.clone(), w, b], dtype, tol)?;
+
+        // The batch statistics BatchNorm returns for its running statistics.
+        let xd = x.to_dtype(dtype)?;
+        let (_, fast) = ops::batch_norm_train(&xd, None, None, 1e-5)?;
+        let (_, slow) = ops::batch_norm_train_composed(&xd, None, None, 1e-5)?;
+        assert_eq!((fast.count, slow.count), (7 * 9, 7 * 9));
+        assert_close(&format!("batch mean {dtype:?}"), &values(&fast.mean)?, &values(&slow.mean)?, tol);
+        assert_close(&format!("batch var {dtype:?}"), &values(&fast.var)?, &values(&slow.var)?, tol);
     }
     Ok(())
 }
@@ -211,6 +283,26 @@ fn other_dtypes_fall_back_to_composed_ops_with_a_gradient() -> Result<()> {
     let grads = y.to_dtype(DType::F32)?.sqr()?.sum_all()?.backward()?;
     for (name, t) in [("x", &x), ("weight", &w), ("bias", &b)] {
         assert!(grads.get(t.as_tensor()).is_some(), "bf16 layer_norm: no gradient for {name}");
+    }
+    // BatchNorm, GroupNorm and RMSNorm in bf16: a gradient, close to the f64 kernel's.
+    let x64 = randn(&mut rng, &[6, 4, 3], 1.0, 0.0)?;
+    let w64 = randn(&mut rng, &[4], 0.5, 1.0)?;
+    let b64 = randn(&mut rng, &[4], 0.5, 0.0)?;
+    let fns: [(&str, &Op); 4] =
+        [("batch_norm", &bn), ("group_norm", &gn), ("instance_norm", &inorm), ("rms_norm", &rms3)];
+    let r = randn(&mut rng, &[6, 4, 3], 1.0, 0.0)?.to_dtype(DType::F32)?;
+    for (name, f) in fns {
+        let grad_of = |dtype: DType| -> Result<Vec<f64>> {
+            let x = Var::from_tensor(&x64.to_dtype(dtype)?)?;
+            let ts = [x.as_tensor().clone(), w64.to_dtype(dtype)?, b64.to_dtype(dtype)?];
+            let y = f(&ts)?.to_dtype(DType::F32)?;
+            let grads = (y * &r)?.sum_all()?.backward()?;
+            let Some(g) = grads.get(x.as_tensor()) else { panic!("bf16 {name}: no gradient for x") };
+            values(g)
+        };
+        // bf16 keeps 8 bits: its gradient agrees with f64's to a few percent of the
+        // gradient's scale (about 1 here).
+        assert_close(&format!("bf16 {name} dx"), &grad_of(DType::BF16)?, &grad_of(DType::F64)?, 0.1);
     }
     Ok(())
 }

@@ -80,31 +80,52 @@ pub fn batch_norm_train(
     if !(eps.is_finite() && eps >= 0.0) {
         bail!("normkit batch_norm: eps {eps} must be finite and not negative")
     }
+    if !has_kernel(x) {
+        return batch_norm_train_composed(x, weight, bias, eps);
+    }
     let m = x.elem_count() / c;
     let mut tdims = x.dims().to_vec();
     tdims.swap(0, 1);
     let rows = x.transpose(0, 1)?.reshape((c, m))?;
-    let (y, mean, var) = if has_kernel(x) {
-        let (y, slot) = apply_layer_norm_op(&rows, None, None, eps, true)?;
-        let stats = match slot.lock() {
-            Ok(s) => s.clone(),
-            Err(_) => bail!("normkit batch_norm: the statistics slot is poisoned"),
-        };
-        let Some(stats) = stats else { bail!("normkit batch_norm: the forward saved no statistics") };
-        let mean = Tensor::new(stats.mean, x.device())?.to_dtype(x.dtype())?;
-        let var = Tensor::new(stats.var, x.device())?.to_dtype(x.dtype())?;
-        (y, mean, var)
-    } else {
-        let dtype = x.dtype();
-        let xf = rows.to_dtype(internal_dtype(dtype))?;
-        let mean = xf.mean_keepdim(1)?;
-        let xc = xf.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(1)?;
-        let y = xc.broadcast_div(&(&var + eps)?.sqrt()?)?.to_dtype(dtype)?;
-        (y, mean.flatten_all()?.detach().to_dtype(dtype)?, var.flatten_all()?.detach().to_dtype(dtype)?)
+    let (y, slot) = apply_layer_norm_op(&rows, None, None, eps, true)?;
+    let stats = match slot.lock() {
+        Ok(s) => s.clone(),
+        Err(_) => bail!("normkit batch_norm: the statistics slot is poisoned"),
     };
+    let Some(stats) = stats else { bail!("normkit batch_norm: the forward saved no statistics") };
+    let mean = Tensor::new(stats.mean, x.device())?.to_dtype(x.dtype())?;
+    let var = Tensor::new(stats.var, x.device())?.to_dtype(x.dtype())?;
     let y = y.reshape(tdims)?.transpose(0, 1)?;
     Ok((channel_affine(y, weight, bias)?, BatchStats { mean, var, count: m }))
+}
+
+/// [`batch_norm_train`] composed of candle ops only: the path taken on devices
+/// and dtypes normkit has no kernel for (its backward is candle's autograd), and
+/// a test reference. Half-precision inputs compute their statistics in `f32`.
+pub fn batch_norm_train_composed(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<(Tensor, BatchStats)> {
+    let c = channels("batch_norm", x)?;
+    check_channel_params("batch_norm", x, c, &[("weight", weight), ("bias", bias)])?;
+    let m = x.elem_count() / c;
+    let mut tdims = x.dims().to_vec();
+    tdims.swap(0, 1);
+    let dtype = x.dtype();
+    let rows = x.transpose(0, 1)?.reshape((c, m))?.to_dtype(internal_dtype(dtype))?;
+    let mean = rows.mean_keepdim(1)?;
+    let xc = rows.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(1)?;
+    let y = xc.broadcast_div(&(&var + eps)?.sqrt()?)?.to_dtype(dtype)?;
+    let y = y.reshape(tdims)?.transpose(0, 1)?;
+    let stats = BatchStats {
+        mean: mean.flatten_all()?.detach().to_dtype(dtype)?,
+        var: var.flatten_all()?.detach().to_dtype(dtype)?,
+        count: m,
+    };
+    Ok((channel_affine(y, weight, bias)?, stats))
 }
 
 /// BatchNorm in evaluation mode: normalizes each channel with the given (running)
@@ -181,6 +202,7 @@ pub fn group_norm_composed(
     if num_groups == 0 || c % num_groups != 0 {
         bail!("normkit group_norm: {c} channels cannot be split into {num_groups} groups")
     }
+    check_channel_params("group_norm", x, c, &[("weight", weight), ("bias", bias)])?;
     let rows = x.reshape((x.dims()[0] * num_groups, ()))?;
     let y = layer_norm_composed(&rows, None, None, eps)?.reshape(x.dims())?;
     channel_affine(y, weight, bias)
@@ -195,4 +217,14 @@ pub fn instance_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>,
         bail!("normkit instance_norm: input must have shape [N, C, L, ...] with spatial dimensions, got {:?}", x.dims())
     }
     group_norm(x, c, weight, bias, eps)
+}
+
+/// [`instance_norm`] composed of candle ops only (fallback path and test reference).
+pub fn instance_norm_composed(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let c = channels("instance_norm", x)?;
+    if x.rank() < 3 {
+        bail!("normkit instance_norm: input must have shape [N, C, L, ...] with spatial dimensions, got {:?}", x.dims())
+    }
+    check_channel_params("instance_norm", x, c, &[("weight", weight), ("bias", bias)])?;
+    group_norm_composed(x, c, weight, bias, eps)
 }

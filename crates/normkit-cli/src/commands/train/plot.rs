@@ -53,6 +53,18 @@ pub fn draw(path: &Path, runs: &[RunResult], title: &str, activation: Activation
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| err("bundled font is invalid"))?;
     let tmp = super::temp_path(path);
+    let written = write(&tmp, format, runs, title, activation);
+    super::commit(&tmp, path, written)
+}
+
+/// Renders the plot into the file `tmp`.
+fn write(
+    tmp: &Path,
+    format: Format,
+    runs: &[RunResult],
+    title: &str,
+    activation: Activation,
+) -> Result<(), TrainError> {
     match format {
         Format::Svg => {
             let mut svg = String::new();
@@ -61,7 +73,7 @@ pub fn draw(path: &Path, runs: &[RunResult], title: &str, activation: Activation
                 render(&root, runs, title, activation)?;
                 root.present().map_err(err)?;
             }
-            std::fs::write(&tmp, svg).map_err(|e| err(format!("cannot write {}: {e}", tmp.display())))?;
+            std::fs::write(tmp, svg).map_err(|e| err(format!("cannot write {}: {e}", tmp.display())))?;
         }
         Format::Png => {
             let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
@@ -70,10 +82,15 @@ pub fn draw(path: &Path, runs: &[RunResult], title: &str, activation: Activation
                 render(&root, runs, title, activation)?;
                 root.present().map_err(err)?;
             }
-            write_png(&tmp, &rgb)?;
+            write_png(tmp, &rgb)?;
         }
     }
-    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot write {}: {e}", path.display())))
+    Ok(())
+}
+
+/// Step numbers as integers (`20000`, not `20000.0`).
+fn steps_label(x: &f64) -> String {
+    format!("{}", x.round() as i64)
 }
 
 fn write_png(path: &Path, rgb: &[u8]) -> Result<(), TrainError> {
@@ -81,6 +98,8 @@ fn write_png(path: &Path, rgb: &[u8]) -> Result<(), TrainError> {
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Best);
+    enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
     let mut w = enc.write_header().map_err(err)?;
     w.write_image_data(rgb).map_err(err)?;
     w.finish().map_err(err)
@@ -106,11 +125,19 @@ where
     let mut chart = ChartBuilder::on(&top)
         .caption("test accuracy", ("sans-serif", 15))
         .margin(10)
+        .margin_right(20)
         .x_label_area_size(35)
         .y_label_area_size(55)
         .build_cartesian_2d(0f64..max_step as f64, y0..1.0f64)
         .map_err(err)?;
-    chart.configure_mesh().x_desc("training steps").y_desc("accuracy").draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_desc("training steps")
+        .y_desc("accuracy")
+        .x_label_formatter(&steps_label)
+        .draw()
+        .map_err(err)?;
     for (i, r) in runs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let label = if r.label.is_empty() { "test accuracy".to_string() } else { r.label.clone() };
@@ -150,30 +177,27 @@ where
     for (i, (panel, r)) in panels.iter().zip(runs).enumerate() {
         let name = if r.label.is_empty() { String::new() } else { format!(" ({})", r.label) };
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("input to one {act} of the last hidden layer{name}"), ("sans-serif", 13))
+            .caption(format!("input to one {act} of the last hidden layer{name}"), ("sans-serif", 14))
             .margin(10)
+            .margin_right(20)
             .x_label_area_size(35)
-            .y_label_area_size(50)
+            .y_label_area_size(60)
             .build_cartesian_2d(0f64..max_step as f64, (ylo - pad)..(yhi + pad))
             .map_err(err)?;
-        chart.configure_mesh().x_desc("training steps").x_labels(5).draw().map_err(err)?;
-        let color = COLORS[i % COLORS.len()];
-        for (k, (q, width)) in [("15th", 1), ("50th", 3), ("85th", 1)].into_iter().enumerate() {
-            let points: Vec<(f64, f64)> = r.evals.iter().map(|e| (e.step as f64, e.probe[k])).collect();
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(width)))
-                .map_err(err)?
-                .label(format!("{q} percentile"))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
-        }
         chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 11))
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc("training steps")
+            .y_desc("15th, 50th (thick), 85th percentile")
+            .x_labels(5)
+            .x_label_formatter(&steps_label)
             .draw()
             .map_err(err)?;
+        let color = COLORS[i % COLORS.len()];
+        for (k, width) in [1, 3, 1].into_iter().enumerate() {
+            let points: Vec<(f64, f64)> = r.evals.iter().map(|e| (e.step as f64, e.probe[k])).collect();
+            chart.draw_series(LineSeries::new(points, color.stroke_width(width))).map_err(err)?;
+        }
     }
     Ok(())
 }

@@ -104,12 +104,12 @@ fn eval_point(model: &Model, data: &Dataset, step: usize, train_loss: Option<f64
     Ok(Eval { step, train_loss, test_accuracy, probe })
 }
 
-/// Trains the model of `cfg` on `data`, evaluating at step 0, every
-/// `eval_every` steps and at the end. `on_eval` sees each evaluation as it comes,
-/// `on_step` each step (for a progress bar). Returns the run and the model.
 /// One optimizer step: backpropagate a loss and update the parameters.
 type StepFn = dyn FnMut(&Tensor) -> Result<()>;
 
+/// Trains the model of `cfg` on `data`, evaluating at step 0, every
+/// `eval_every` steps and at the end. `on_eval` sees each evaluation as it comes,
+/// `on_step` each step (for a progress bar). Returns the run and the model.
 pub fn train(
     cfg: &Config,
     data: &Dataset,

@@ -154,6 +154,8 @@ fn bad_input_is_one_line_exit_2_and_writes_nothing() {
         &["fit-transform", "text.csv", "-o", "o.csv", "--scaler", "standard", "--columns", "a,b"],
         &["text.csv", "line 3", "column \"b\"", "x7"],
     );
+    write(dir, "empty.csv", "a,b\n");
+    assert_refused(dir, &["fit", "empty.csv", "--scaler", "standard", "--params", "p.json"], &["empty.csv", "no rows"]);
     write(dir, "inf.csv", "a\n1\ninf\n");
     assert_refused(
         dir,

@@ -3,7 +3,7 @@
 //! scaler (statistics and a histogram of the float bits, then the values inside
 //! the buckets that hold the wanted ranks; rarely more, see [`crate::quantile`]).
 
-use crate::error::Result;
+use crate::error::{Result, ScaleError};
 use crate::fitted::{Fitted, RobustStats};
 use crate::quantile::{median_ranks, numpy_lerp, percentile_ranks, KeyHistogram, RankSelector};
 use crate::spec::ScalerSpec;
@@ -114,6 +114,9 @@ pub fn fit(spec: &ScalerSpec, source: &mut dyn BatchSource, opts: FitOptions) ->
         });
         Ok(())
     })?;
+    if rows == 0 {
+        return Err(ScaleError::Empty("no rows to fit (scikit-learn needs at least 1 sample)".into()));
+    }
     let mut report = FitReport { passes: 1 };
     let mut hists = Vec::with_capacity(n);
     let mut columns = Vec::with_capacity(n);

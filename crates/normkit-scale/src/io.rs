@@ -349,6 +349,7 @@ impl Table {
         // Per column: every field so far a number or missing; every number an integer.
         let mut numeric = vec![true; header.len()];
         let mut integer = vec![true; header.len()];
+        let mut seen = vec![false; header.len()];
         let mut rec = ByteRecord::new();
         for _ in 0..SAMPLE_ROWS {
             if !rdr.read_byte_record(&mut rec).map_err(|e| csv_err(path, e))? {
@@ -358,6 +359,9 @@ impl Table {
                 match parse_field(field) {
                     Field64::Missing => {}
                     Field64::Value(v) => {
+                        if let Some(s) = seen.get_mut(j) {
+                            *s = true;
+                        }
                         if v.fract() != 0.0 || field.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
                             if let Some(i) = integer.get_mut(j) {
                                 *i = false;
@@ -374,13 +378,14 @@ impl Table {
         }
         let columns = header
             .iter()
-            .zip(numeric.iter().zip(&integer))
-            .map(|(name, (&num, &int))| ColumnInfo {
+            .zip(numeric.iter().zip(integer.iter().zip(&seen)))
+            .map(|(name, (&num, (&int, &seen)))| ColumnInfo {
                 name: String::from_utf8_lossy(name).into_owned(),
                 dtype: match (num, int) {
                     (false, _) => "object",
-                    (true, true) => "int64",
-                    (true, false) => "float64",
+                    // pandas reads a column with no value as float64.
+                    (true, true) if seen => "int64",
+                    (true, _) => "float64",
                 }
                 .to_owned(),
                 numeric: num,

@@ -299,7 +299,10 @@ fn fit_table(
     let spec = s.spec()?;
     let sel = table.select(a.columns.as_deref())?;
     stage(bar, "fit");
-    let (fitted, _) = fit(&spec, &mut table.source(&sel), FitOptions::default())?;
+    let (fitted, _) = fit(&spec, &mut table.source(&sel), FitOptions::default()).map_err(|e| match e {
+        ScaleError::Empty(m) => ScaleError::Empty(format!("{}: {m}", table.path().display())),
+        e => e,
+    })?;
     Ok((fitted, sel))
 }
 

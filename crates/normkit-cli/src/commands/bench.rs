@@ -769,7 +769,7 @@ fn format_row(r: &Row, peers: Option<&BTreeMap<Key, Vec<(String, f64)>>>) -> Str
     );
     if let Some(theirs) = peers.and_then(|p| p.get(&r.key())) {
         for (name, ms) in theirs {
-            line.push_str(&format!("  {:.2} ({name}: {:.1}x faster)", r.median_ms / ms, ms / r.median_ms));
+            line.push_str(&format!("  {:.2} (ours {:.2}x as fast as {name})", r.median_ms / ms, ms / r.median_ms));
         }
     }
     line

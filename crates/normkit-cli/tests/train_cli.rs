@@ -264,3 +264,23 @@ fn bad_options_are_one_line_errors_with_status_2() {
     let out = normkit(&["--no-such-option"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn a_closed_standard_output_stops_the_run_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let spawned = Command::new(env!("CARGO_BIN_EXE_normkit"))
+        .args(["train", "--steps", "400", "--eval-every", "100", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = spawned.unwrap_or_else(|e| panic!("cannot run normkit: {e}"));
+    let Some(out) = child.stdout.take() else { panic!("no stdout") };
+    // Read one line, then close the pipe, as `normkit train --json | head -1` does.
+    let mut first = String::new();
+    BufReader::new(out).read_line(&mut first).unwrap_or_default();
+    assert!(first.contains("\"step\":0"), "{first}");
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("normkit did not finish: {e}"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

@@ -13,7 +13,7 @@ pub mod run;
 
 use config::Raw;
 use run::{Eval, RunResult};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -42,6 +42,24 @@ pub enum TrainError {
     /// A failure while training or writing results (exit status 1).
     #[error("{0}")]
     Run(String),
+    /// Whoever read the standard output closed it (`normkit train | head`):
+    /// stop quietly, with exit status 0.
+    #[error("standard output closed")]
+    StdoutClosed,
+}
+
+/// The error for a failed write to the standard output.
+fn stdout_error(e: std::io::Error) -> TrainError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        TrainError::StdoutClosed
+    } else {
+        TrainError::Run(format!("cannot write to the standard output: {e}"))
+    }
+}
+
+/// Writes one line to the standard output (`println!` would panic on a closed pipe).
+fn say(line: &str) -> std::io::Result<()> {
+    writeln!(std::io::stdout().lock(), "{line}")
 }
 
 impl From<candle_core::Error> for TrainError {
@@ -130,12 +148,12 @@ pub struct Args {
 /// data), 1 when training or writing results fails.
 pub fn run(args: &Args) -> ExitCode {
     match train_all(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) | Err(TrainError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("normkit train: {e}");
             match e {
                 TrainError::Usage(_) | TrainError::Data(_) => ExitCode::from(2),
-                TrainError::Run(_) => ExitCode::from(1),
+                TrainError::Run(_) | TrainError::StdoutClosed => ExitCode::from(1),
             }
         }
     }
@@ -254,7 +272,7 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
     };
     let pixels = data.rows * data.cols;
     if !args.json {
-        println!(
+        say(&format!(
             "data: {} ({} train, {} test, {}x{} pixels, {} classes); {} thread(s)",
             data.source,
             data.train.len(),
@@ -263,17 +281,25 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
             data.cols,
             data.classes,
             threads
-        );
+        ))
+        .map_err(stdout_error)?;
     }
     let mut results = Vec::new();
     for (label, cfg) in &runs {
         if !args.json {
-            println!("{}", describe(label, cfg, pixels, data.classes));
+            say(&describe(label, cfg, pixels, data.classes)).map_err(stdout_error)?;
         }
         let bar = progress_bar(cfg.steps, label);
         let json = args.json;
         let act = format!("{:?}", cfg.activation).to_lowercase();
-        let on_eval = |e: &Eval| bar.suspend(|| print_eval(label, &act, e, json));
+        let closed = std::cell::RefCell::new(None);
+        let on_eval = |e: &Eval| match bar.suspend(|| print_eval(label, &act, e, json)) {
+            Ok(()) => true,
+            Err(err) => {
+                *closed.borrow_mut() = Some(err);
+                false
+            }
+        };
         let on_step = |step: usize, loss: f64| {
             bar.set_position(step as u64);
             if step % 50 == 0 {
@@ -282,14 +308,17 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
         };
         let (result, model) = run::train(cfg, &data, label, on_eval, on_step)?;
         bar.finish_and_clear();
-        print_final(&result, json);
+        if let Some(e) = closed.take() {
+            return Err(stdout_error(e));
+        }
+        print_final(&result, json).map_err(stdout_error)?;
         if let Some(path) = &args.save {
             save(&model, path)?;
         }
         results.push(result);
     }
     if runs.len() > 1 && !args.json {
-        print_table(&results);
+        print_table(&results).map_err(stdout_error)?;
     }
     if let Some(path) = &args.plot {
         let title = match &args.compare {
@@ -298,7 +327,7 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
         };
         plot::draw(path, &results, &title, runs[0].1.activation)?;
         if !args.json {
-            println!("plot: {}", path.display());
+            say(&format!("plot: {}", path.display())).map_err(stdout_error)?;
         }
     }
     Ok(())
@@ -328,7 +357,7 @@ fn describe(label: &str, cfg: &config::Config, inputs: usize, classes: usize) ->
 
 /// One evaluation: a JSON line, or a line of text; `act` names the nonlinearity
 /// whose input the percentiles describe.
-fn print_eval(label: &str, act: &str, e: &Eval, json: bool) {
+fn print_eval(label: &str, act: &str, e: &Eval, json: bool) -> std::io::Result<()> {
     if json {
         let mut fields = Vec::new();
         if !label.is_empty() {
@@ -342,17 +371,17 @@ fn print_eval(label: &str, act: &str, e: &Eval, json: bool) {
             ("probe_p50", json_f64(e.probe[1])),
             ("probe_p85", json_f64(e.probe[2])),
         ]);
-        println!("{}", json_object(&fields));
+        say(&json_object(&fields))
     } else {
         let prefix = if label.is_empty() { String::new() } else { format!("[{label}] ") };
-        println!(
+        say(&format!(
             "{prefix}step {:>6}  train loss {:.4}  test accuracy {:.4}  {act} input p15/p50/p85 {:+.3}/{:+.3}/{:+.3}",
             e.step, e.train_loss, e.test_accuracy, e.probe[0], e.probe[1], e.probe[2]
-        );
+        ))
     }
 }
 
-fn print_final(r: &RunResult, json: bool) {
+fn print_final(r: &RunResult, json: bool) -> std::io::Result<()> {
     if json {
         let mut fields = Vec::new();
         if !r.label.is_empty() {
@@ -360,10 +389,10 @@ fn print_final(r: &RunResult, json: bool) {
         }
         fields.push(("final_test_accuracy", json_f64(r.final_test_accuracy())));
         fields.push(("wall_s", json_f64((r.wall_s * 1000.0).round() / 1000.0)));
-        println!("{}", json_object(&fields));
+        say(&json_object(&fields))
     } else {
         let prefix = if r.label.is_empty() { String::new() } else { format!("[{}] ", r.label) };
-        println!("{prefix}final test accuracy {:.4}, {:.1} s", r.final_test_accuracy(), r.wall_s);
+        say(&format!("{prefix}final test accuracy {:.4}, {:.1} s", r.final_test_accuracy(), r.wall_s))
     }
 }
 
@@ -379,13 +408,13 @@ fn json_f64(v: f64) -> serde_json::Value {
 }
 
 /// Test accuracy at each evaluation, one column per configuration.
-fn print_table(results: &[RunResult]) {
+fn print_table(results: &[RunResult]) -> std::io::Result<()> {
     let width = results.iter().map(|r| r.label.len()).max().unwrap_or(8).max(8);
     let mut head = format!("{:>6}", "step");
     for r in results {
         head.push_str(&format!("  {:>width$}", r.label));
     }
-    println!("\ntest accuracy\n{head}");
+    say(&format!("\ntest accuracy\n{head}"))?;
     let steps: Vec<usize> = results.first().map(|r| r.evals.iter().map(|e| e.step).collect()).unwrap_or_default();
     for (i, step) in steps.iter().enumerate() {
         let mut line = format!("{step:>6}");
@@ -395,13 +424,13 @@ fn print_table(results: &[RunResult]) {
                 None => line.push_str(&format!("  {:>width$}", "-")),
             }
         }
-        println!("{line}");
+        say(&line)?;
     }
     let mut line = format!("{:>6}", "wall s");
     for r in results {
         line.push_str(&format!("  {:>width$.1}", r.wall_s));
     }
-    println!("{line}");
+    say(&line)
 }
 
 /// Saves the model's variables to a safetensors file atomically (a temporary

@@ -108,13 +108,15 @@ fn eval_point(model: &Model, data: &Dataset, step: usize, train_loss: Option<f64
 type StepFn = dyn FnMut(&Tensor) -> Result<()>;
 
 /// Trains the model of `cfg` on `data`, evaluating at step 0, every
-/// `eval_every` steps and at the end. `on_eval` sees each evaluation as it comes,
-/// `on_step` each step (for a progress bar). Returns the run and the model.
+/// `eval_every` steps and at the end. `on_eval` sees each evaluation as it comes
+/// and returns whether to go on (false: stop after it, e.g. when the output was
+/// closed); `on_step` sees each step (for a progress bar). Returns the run and
+/// the model.
 pub fn train(
     cfg: &Config,
     data: &Dataset,
     label: &str,
-    mut on_eval: impl FnMut(&Eval),
+    mut on_eval: impl FnMut(&Eval) -> bool,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<(RunResult, Model)> {
     let start = Instant::now();
@@ -140,9 +142,12 @@ pub fn train(
     let mut pos = 0;
 
     let mut evals = vec![eval_point(&model, data, 0, None)?];
-    on_eval(&evals[0]);
+    let mut go_on = on_eval(&evals[0]);
     let (mut loss_sum, mut loss_count) = (0.0, 0usize);
     for step in 1..=cfg.steps {
+        if !go_on {
+            break;
+        }
         if pos + bs > n {
             shuffle(&mut order, &mut rng);
             pos = 0;
@@ -161,7 +166,7 @@ pub fn train(
         on_step(step, l);
         if step % cfg.eval_every == 0 || step == cfg.steps {
             let e = eval_point(&model, data, step, Some(loss_sum / loss_count as f64))?;
-            on_eval(&e);
+            go_on = on_eval(&e);
             evals.push(e);
             (loss_sum, loss_count) = (0.0, 0);
         }

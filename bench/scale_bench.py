@@ -120,6 +120,7 @@ def main():
     ap.add_argument("--normkit", default="target/release/normkit")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-peers", action="store_true", help="time normkit only")
+    ap.add_argument("--formats", default="csv,parquet", help="which files to time (csv, parquet or both)")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     t0 = time.perf_counter()
@@ -129,6 +130,8 @@ def main():
           flush=True)
     rows = []
     for path, ext in [(csv_path, "csv"), (pq_path, "parquet")]:
+        if ext not in args.formats.split(","):
+            continue
         for scaler in ["standard", "robust"]:
             out_nk = os.path.join(args.dir, f"out_normkit_{scaler}.{ext}")
             out_pd = os.path.join(args.dir, f"out_pandas_{scaler}.{ext}")

@@ -63,8 +63,9 @@ impl BatchSource for MemorySource {
 /// Options of [`fit`].
 #[derive(Clone, Copy, Debug)]
 pub struct FitOptions {
-    /// Values a quantile search may collect per group before refining instead
-    /// (bounds the robust scaler's memory; see [`RankSelector`]).
+    /// Values the robust scaler's quantile search may collect in one pass, over
+    /// all columns together, before refining with another histogram pass
+    /// instead (memory `8 · quantile_cap` bytes; see [`RankSelector`]).
     pub quantile_cap: u64,
 }
 

@@ -306,7 +306,8 @@ impl RankSelector {
     /// Ends a pass: resolves the ranks that collected groups hold and plans the
     /// next pass for the others. The groups whose buckets are smallest collect
     /// their values, as long as the values collected by all groups together stay
-    /// within [`RankSelector::cap`]; the others count the next 16 bits.
+    /// within the budget `cap` given to [`RankSelector::new`]; the others count
+    /// the next 16 bits.
     pub fn finish_pass(&mut self) {
         self.passes += 1;
         let mut planned: Vec<Planned> = Vec::new();

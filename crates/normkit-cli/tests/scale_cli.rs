@@ -228,3 +228,39 @@ fn parquet_fit_transform_round_trips() {
     assert_eq!((k.value(0), k.value(2), k.value(3)), (1.0, 5.0, 7.0));
     assert!(k.is_null(1));
 }
+
+/// scikit-learn's Normalizer refuses NaN ("Input X contains NaN"): a missing
+/// value in a selected column is named by file, line and column, in the fit,
+/// the fit-transform and the transform with saved parameters; unselected
+/// columns may have missing values.
+#[test]
+fn normalizer_refuses_missing_values_naming_the_line() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // A quoted field over two lines (line 3 to 4) so that lines and rows differ,
+    // then batches of 100 rows: the missing value is on line 257 (row 255), in batch 3.
+    let mut text = String::from("a,b,note\n1,2,\"two\nlines\"\n");
+    for i in 0..300 {
+        let b = if i == 253 { String::new() } else { format!("{}", i + 1) };
+        text.push_str(&format!("{i},{b},\n"));
+    }
+    write(dir, "gap.csv", &text);
+    for args in [
+        &["fit-transform", "gap.csv", "-o", "o.csv", "--scaler", "normalizer", "--batch-rows", "100"][..],
+        &["fit", "gap.csv", "--scaler", "normalizer", "--params", "p.json", "--batch-rows", "100"],
+    ] {
+        assert_refused(dir, args, &["gap.csv", "line 257", "column \"b\"", "NaN"]);
+    }
+    // Fitted on clean data, then given the gap.
+    write(dir, "clean.csv", "a,b,note\n1,2,\n3,4,x\n");
+    let o = normkit(dir, &["fit", "clean.csv", "--scaler", "normalizer", "--columns", "a,b", "--params", "n.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_refused(
+        dir,
+        &["transform", "gap.csv", "-o", "o.csv", "--params", "n.json", "--batch-rows", "100"],
+        &["gap.csv", "line 257", "column \"b\""],
+    );
+    // Missing values in a column the normalizer does not use are fine.
+    let o = normkit(dir, &["fit-transform", "gap.csv", "-o", "o.csv", "--scaler", "normalizer", "--columns", "a"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

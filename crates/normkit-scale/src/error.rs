@@ -32,6 +32,23 @@ pub enum ScaleError {
         reason: String,
     },
 
+    /// A value refused in data handed over in memory (a batch given to
+    /// [`crate::Fitted::transform`] or read from a [`crate::BatchSource`]):
+    /// infinity anywhere (scikit-learn: "Input X contains infinity or a value too
+    /// large"), NaN for the normalizer (scikit-learn: "Input X contains NaN").
+    /// The file readers turn it into [`ScaleError::BadValue`] naming file, line
+    /// and column.
+    #[error("row {row}, column {column} (0-based index among the scaled columns): {}", refusal(*.value))]
+    NonFinite {
+        /// The 1-based row: since the start of the pass in a fit, within the
+        /// batch in a transform.
+        row: u64,
+        /// The 0-based index of the column among the scaled ones.
+        column: usize,
+        /// The value (an infinity, or NaN).
+        value: f64,
+    },
+
     /// A CSV row with a different number of fields from the header.
     #[error("{file}: line {line}: {reason}")]
     Ragged {
@@ -109,5 +126,32 @@ pub type Result<T, E = ScaleError> = std::result::Result<T, E>;
 impl ScaleError {
     pub(crate) fn param(name: &str, reason: impl Into<String>) -> Self {
         ScaleError::InvalidParam { name: name.to_owned(), reason: reason.into() }
+    }
+}
+
+/// Why a non-finite value is refused, in words a user can act on.
+pub(crate) fn refusal(value: f64) -> String {
+    if value.is_nan() {
+        "NaN (a missing value): the normalizer refuses missing values, as scikit-learn's \"Input X contains NaN\""
+            .to_owned()
+    } else {
+        format!("{value} is infinite (scikit-learn refuses infinity)")
+    }
+}
+
+/// The first value of `columns` that `refused` flags, in row order (then column
+/// order), as [`ScaleError::NonFinite`] with rows counted from `first_row` (1-based).
+pub(crate) fn first_refused(columns: &[Vec<f64>], first_row: u64, refused: impl Fn(f64) -> bool) -> Result<()> {
+    let mut worst: Option<(usize, usize, f64)> = None;
+    for (j, col) in columns.iter().enumerate() {
+        // Only rows before the best hit so far can beat it.
+        let limit = worst.map_or(col.len(), |(i, _, _)| i);
+        if let Some(i) = col.get(..limit).and_then(|c| c.iter().position(|&x| refused(x))) {
+            worst = Some((i, j, col.get(i).copied().unwrap_or(f64::NAN)));
+        }
+    }
+    match worst {
+        Some((i, j, value)) => Err(ScaleError::NonFinite { row: first_row + i as u64, column: j, value }),
+        None => Ok(()),
     }
 }

@@ -3,7 +3,7 @@
 //! scaler (statistics and a histogram of the float bits, then the values inside
 //! the buckets that hold the wanted ranks; rarely more, see [`crate::quantile`]).
 
-use crate::error::{Result, ScaleError};
+use crate::error::{first_refused, Result, ScaleError};
 use crate::fitted::{Fitted, RobustStats};
 use crate::quantile::{median_ranks, numpy_lerp, percentile_ranks, KeyHistogram, RankSelector};
 use crate::spec::ScalerSpec;
@@ -91,12 +91,24 @@ struct FirstPass {
 }
 
 /// Fits `spec` on the data of `source`, columns in parallel within each batch.
+///
+/// Infinite values are refused, as by scikit-learn, with
+/// [`ScaleError::NonFinite`] (row counted from the start of the data); the
+/// normalizer also refuses NaN. Other scalers ignore NaN (missing values).
 pub fn fit(spec: &ScalerSpec, source: &mut dyn BatchSource, opts: FitOptions) -> Result<(Fitted, FitReport)> {
     spec.validate()?;
     let n = source.n_columns();
     if !spec.needs_fit() {
         if let ScalerSpec::Normalizer { norm } = spec {
-            return Ok((Fitted::normalizer(*norm, n), FitReport::default()));
+            // Stateless, but scikit-learn's `Normalizer.fit` still validates its
+            // input: NaN and infinity are refused, so one pass checks them.
+            let mut rows = 0u64;
+            source.pass(&mut |batch| {
+                first_refused(batch, rows + 1, |x| !x.is_finite())?;
+                rows += batch.first().map_or(0, Vec::len) as u64;
+                Ok(())
+            })?;
+            return Ok((Fitted::normalizer(*norm, n), FitReport { passes: 1 }));
         }
     }
     let quantiles = spec.needs_quantiles();
@@ -105,6 +117,8 @@ pub fn fit(spec: &ScalerSpec, source: &mut dyn BatchSource, opts: FitOptions) ->
         .collect();
     let mut rows = 0u64;
     source.pass(&mut |batch| {
+        // scikit-learn refuses infinity in fit ("Input X contains infinity").
+        first_refused(batch, rows + 1, f64::is_infinite)?;
         rows += batch.first().map_or(0, Vec::len) as u64;
         acc.par_iter_mut().zip(batch.par_iter()).for_each(|(a, xs)| {
             let mut scratch = Vec::new();

@@ -1,7 +1,7 @@
 //! Fitted parameters under scikit-learn's attribute names, and the transforms
 //! they define.
 
-use crate::error::{Result, ScaleError};
+use crate::error::{first_refused, Result, ScaleError};
 use crate::quantile::norm_ppf;
 use crate::spec::{Norm, ScalerSpec};
 use crate::stats::FitState;
@@ -226,8 +226,18 @@ impl Fitted {
     }
 
     /// Scales a batch in place (scikit-learn's `transform`).
+    ///
+    /// Refuses infinity (scikit-learn's "Input X contains infinity") and, for
+    /// the normalizer, NaN ("Input X contains NaN"), with
+    /// [`ScaleError::NonFinite`] naming the row within this batch and the column;
+    /// the batch is left untouched then.
     pub fn transform(&self, columns: &mut [Vec<f64>]) -> Result<()> {
         self.check_width(columns)?;
+        if matches!(self.spec, ScalerSpec::Normalizer { .. }) {
+            first_refused(columns, 1, |x| !x.is_finite())?;
+        } else {
+            first_refused(columns, 1, f64::is_infinite)?;
+        }
         let a = &self.attrs;
         match self.spec {
             ScalerSpec::Standard { with_mean, with_std } => {
@@ -246,7 +256,14 @@ impl Fitted {
                     apply(col, |x| {
                         let y = x * s + m;
                         if clip {
-                            y.max(lo).min(hi)
+                            // NaN stays NaN (scikit-learn's `np.clip` keeps it);
+                            // `max(lo)` alone would turn it into `lo`. Not `clamp`:
+                            // it panics on a bad range from a hand-edited file.
+                            if y.is_nan() {
+                                y
+                            } else {
+                                y.max(lo).min(hi)
+                            }
                         } else {
                             y
                         }
@@ -275,9 +292,11 @@ impl Fitted {
     }
 
     /// Undoes [`Fitted::transform`] (scikit-learn's `inverse_transform`); the
-    /// normalizer has none.
+    /// normalizer has none. Like scikit-learn's, it keeps NaN (missing) and
+    /// refuses infinity ([`ScaleError::NonFinite`]).
     pub fn inverse_transform(&self, columns: &mut [Vec<f64>]) -> Result<()> {
         self.check_width(columns)?;
+        first_refused(columns, 1, f64::is_infinite)?;
         let a = &self.attrs;
         match self.spec {
             ScalerSpec::Standard { with_mean, with_std } => {
@@ -340,8 +359,8 @@ fn apply(col: &mut [f64], f: impl Fn(f64) -> f64) {
 }
 
 /// scikit-learn's `normalize`: each row divided by its norm over the columns,
-/// a norm below `10 · eps` taken as 1 (zero rows unchanged). Missing values are
-/// left out of the norm and stay missing (scikit-learn refuses them).
+/// a norm below `10 · eps` taken as 1 (zero rows unchanged). [`Fitted::transform`]
+/// refuses NaN before this runs, as scikit-learn does.
 fn normalize_rows(columns: &mut [Vec<f64>], norm: Norm) {
     let rows = columns.first().map_or(0, Vec::len);
     for i in 0..rows {
@@ -379,5 +398,112 @@ mod nan_null {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
         let v: Option<Vec<Option<f64>>> = Option::deserialize(d)?;
         Ok(v.map(|v| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::{fit, FitOptions, MemorySource};
+
+    /// Every scaler, with non-default parameters where they matter.
+    fn all_specs() -> Vec<ScalerSpec> {
+        vec![
+            ScalerSpec::standard(),
+            ScalerSpec::MinMax { feature_range: (-1.0, 1.0), clip: true },
+            ScalerSpec::MaxAbs,
+            ScalerSpec::Robust {
+                with_centering: true,
+                with_scaling: true,
+                quantile_range: (25.0, 75.0),
+                unit_variance: false,
+            },
+            ScalerSpec::Normalizer { norm: Norm::L2 },
+        ]
+    }
+
+    fn columns() -> Vec<Vec<f64>> {
+        vec![vec![1.0, -2.0, 3.0, 4.0, 0.5], vec![10.0, 20.0, -30.0, 1e15, 7.0], vec![0.0, 1.0, 2.0, 3.0, 4.0]]
+    }
+
+    fn is_non_finite(e: &ScaleError, row: u64, column: usize, inf: bool) -> bool {
+        matches!(*e, ScaleError::NonFinite { row: r, column: c, value }
+            if r == row && c == column && (if inf { value.is_infinite() } else { value.is_nan() }))
+    }
+
+    #[test]
+    fn minmax_clip_keeps_nan_of_an_all_missing_column() {
+        let cols = vec![vec![f64::NAN; 4], vec![1.0, 2.0, f64::NAN, 5.0]];
+        let spec = ScalerSpec::MinMax { feature_range: (-1.0, 1.0), clip: true };
+        let (f, _) = fit(&spec, &mut MemorySource::from_columns(cols.clone(), 3), FitOptions::default()).unwrap();
+        let mut out = vec![vec![0.0, f64::NAN, 1e300, -1e300], vec![1.0, 9.0, f64::NAN, -9.0]];
+        f.transform(&mut out).unwrap();
+        // The all-NaN column has NaN scale_ and min_: every output is NaN, never a bound.
+        assert!(out[0].iter().all(|x| x.is_nan()), "{:?}", out[0]);
+        // Reference from the formula: x * 2 / 4 - 1 - 2/4, clipped to [-1, 1]; NaN kept.
+        let want = [-1.0, 1.0, f64::NAN, -1.0];
+        for (y, w) in out[1].iter().zip(want) {
+            assert!(y.to_bits() == w.to_bits() || (y.is_nan() && w.is_nan()), "{:?} vs {want:?}", out[1]);
+        }
+    }
+
+    #[test]
+    fn infinity_is_refused_in_fit_by_every_scaler() {
+        for spec in all_specs() {
+            for (bad, batch) in [(f64::INFINITY, 1), (f64::NEG_INFINITY, 2), (f64::INFINITY, 1000)] {
+                let mut cols = columns();
+                cols[1][3] = bad;
+                // A later row of an earlier column and an earlier row of a later
+                // column: the first in row order is named.
+                cols[0][4] = f64::INFINITY;
+                let e = fit(&spec, &mut MemorySource::from_columns(cols, batch), FitOptions::default()).unwrap_err();
+                assert!(is_non_finite(&e, 4, 1, true), "{spec:?} batch {batch}: {e:?}");
+                let msg = e.to_string();
+                assert!(msg.contains("row 4") && msg.contains("column 1") && msg.contains("infinite"), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn infinity_is_refused_in_transform_and_inverse_and_the_batch_is_untouched() {
+        for spec in all_specs() {
+            let (f, _) = fit(&spec, &mut MemorySource::from_columns(columns(), 2), FitOptions::default()).unwrap();
+            let mut cols = columns();
+            cols[2][0] = f64::NEG_INFINITY;
+            let before = cols.clone();
+            let e = f.transform(&mut cols).unwrap_err();
+            assert!(is_non_finite(&e, 1, 2, true), "{spec:?}: {e:?}");
+            assert_eq!(cols, before, "{spec:?}: a refused batch must stay as it was");
+            if spec.needs_fit() {
+                let e = f.inverse_transform(&mut cols).unwrap_err();
+                assert!(is_non_finite(&e, 1, 2, true), "{spec:?} inverse: {e:?}");
+                assert_eq!(cols, before);
+            }
+        }
+    }
+
+    #[test]
+    fn nan_is_missing_except_for_the_normalizer() {
+        for spec in all_specs() {
+            let mut cols = columns();
+            cols[1][2] = f64::NAN;
+            let fitted = fit(&spec, &mut MemorySource::from_columns(cols.clone(), 3), FitOptions::default());
+            if spec.needs_fit() {
+                let (f, _) = fitted.unwrap();
+                let mut t = cols.clone();
+                f.transform(&mut t).unwrap();
+                assert!(t[1][2].is_nan(), "{spec:?}");
+                // scikit-learn's inverse_transform also keeps NaN.
+                f.inverse_transform(&mut t).unwrap();
+                assert!(t[1][2].is_nan(), "{spec:?}");
+            } else {
+                // scikit-learn's Normalizer: "Input X contains NaN", in fit and transform.
+                let e = fitted.unwrap_err();
+                assert!(is_non_finite(&e, 3, 1, false), "{e:?}");
+                assert!(e.to_string().contains("NaN"), "{e}");
+                let e = Fitted::normalizer(Norm::L1, 3).transform(&mut cols).unwrap_err();
+                assert!(is_non_finite(&e, 3, 1, false), "{e:?}");
+            }
+        }
     }
 }

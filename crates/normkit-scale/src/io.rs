@@ -521,6 +521,24 @@ impl Table {
         Ok(())
     }
 
+    /// [`ScaleError::NonFinite`] from the scaler, on the batch whose records
+    /// are `records` (CSV) and whose first row is row `first_row` (1-based) of
+    /// the numbering the scaler used, as [`ScaleError::BadValue`] naming this
+    /// file, its line (CSV) or row (Parquet) and the column; other errors pass.
+    fn locate(&self, e: ScaleError, sel: &[usize], records: Option<&[ByteRecord]>, first_row: u64) -> ScaleError {
+        let ScaleError::NonFinite { row, column, value } = e else { return e };
+        let j = sel.get(column).copied().unwrap_or(usize::MAX);
+        let reason = crate::error::refusal(value);
+        match records {
+            Some(recs) => {
+                let at = usize::try_from(row.saturating_sub(first_row)).ok();
+                let line = at.and_then(|i| recs.get(i)).and_then(ByteRecord::position).map_or(0, csv::Position::line);
+                self.bad_value("line", line, j, reason)
+            }
+            None => self.bad_value("row", row, j, reason),
+        }
+    }
+
     fn bad_value(&self, unit: &'static str, line: u64, j: usize, reason: String) -> ScaleError {
         ScaleError::BadValue {
             file: display(&self.path),
@@ -623,8 +641,8 @@ impl Table {
         let mut cols: Vec<Vec<f64>> = Vec::new();
         csv_batches(&self.path, self.batch_rows, |b| {
             self.parse_csv_columns(b, sel, &mut cols)?;
-            map(&mut cols)?;
             let records = b.records.get(..b.len).unwrap_or_default();
+            map(&mut cols).map_err(|e| self.locate(e, sel, Some(records), 1))?;
             let chunk = records.len().div_ceil(4 * rayon::current_num_threads()).max(256);
             let cols = &cols;
             let pos_of = &pos_of;
@@ -685,7 +703,13 @@ impl Table {
                     let arr = arrays.get(j).ok_or_else(|| format_err(&self.path)(&"a batch lacks a column"))?;
                     vals.push(self.parquet_values(arr, j, rows + 1)?);
                 }
-                map(&mut vals)?;
+                // The scaler counts rows from 1 in each batch; the file from 1.
+                map(&mut vals).map_err(|e| match e {
+                    ScaleError::NonFinite { row, column, value } => {
+                        self.locate(ScaleError::NonFinite { row: rows + row, column, value }, sel, None, 1)
+                    }
+                    e => e,
+                })?;
                 for (&j, v) in sel.iter().zip(vals) {
                     if let Some(slot) = arrays.get_mut(j) {
                         let nulls = slot.logical_nulls();
@@ -761,9 +785,13 @@ impl BatchSource for TableSource<'_> {
             Format::Csv => {
                 let total = t.file_len();
                 let mut cols = Vec::new();
+                let mut rows = 0u64;
                 csv_batches(&t.path, t.batch_rows, |b| {
                     t.parse_csv_columns(b, &self.sel, &mut cols)?;
-                    f(&cols)?;
+                    // The fit counts rows from 1 at the start of the pass.
+                    let records = b.records.get(..b.len).unwrap_or_default();
+                    f(&cols).map_err(|e| t.locate(e, &self.sel, Some(records), rows + 1))?;
+                    rows += records.len() as u64;
                     t.report(b.bytes, total);
                     Ok(())
                 })
@@ -794,7 +822,7 @@ impl BatchSource for TableSource<'_> {
                             let k = schema.index_of(name).map_err(|e| format_err(&t.path)(&e))?;
                             cols.push(t.parquet_values(batch.column(k), j, rows + 1)?);
                         }
-                        f(&cols)?;
+                        f(&cols).map_err(|e| t.locate(e, &self.sel, None, 1))?;
                         rows += batch.num_rows() as u64;
                         t.report(rows, total);
                         Ok(())

@@ -295,9 +295,15 @@ fn fit_table(
     a: &InputArgs,
     s: &ScalerArgs,
     bar: &Option<ProgressBar>,
+    transform_follows: bool,
 ) -> Result<(Fitted, Vec<usize>), ScaleError> {
     let spec = s.spec()?;
     let sel = table.select(a.columns.as_deref())?;
+    if let (ScalerSpec::Normalizer { norm }, true) = (&spec, transform_follows) {
+        // Stateless: the fit would only check for NaN and infinity, which the
+        // transform pass checks anyway; skip that extra read of the file.
+        return Ok((Fitted::normalizer(*norm, sel.len()), sel));
+    }
     stage(bar, "fit");
     let (fitted, _) = fit(&spec, &mut table.source(&sel), FitOptions::default()).map_err(|e| match e {
         ScaleError::Empty(m) => ScaleError::Empty(format!("{}: {m}", table.path().display())),
@@ -336,13 +342,13 @@ fn run_action(action: &Action) -> Result<(), ScaleError> {
     match action {
         Action::Fit { input, scaler, params } => {
             let (table, bar) = open_table(input)?;
-            let (fitted, sel) = fit_table(&table, input, scaler, &bar)?;
+            let (fitted, sel) = fit_table(&table, input, scaler, &bar, false)?;
             save_params(&table, &fitted, &sel, params)?;
             finish(bar);
         }
         Action::FitTransform { input, output, scaler, params } => {
             let (table, bar) = open_table(input)?;
-            let (fitted, sel) = fit_table(&table, input, scaler, &bar)?;
+            let (fitted, sel) = fit_table(&table, input, scaler, &bar, true)?;
             stage(&bar, "transform");
             table.apply(&sel, &fitted, Direction::Transform, &output.output, out_format(&table, output))?;
             if let Some(p) = params {

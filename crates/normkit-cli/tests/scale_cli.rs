@@ -263,4 +263,34 @@ fn normalizer_refuses_missing_values_naming_the_line() {
     // Missing values in a column the normalizer does not use are fine.
     let o = normkit(dir, &["fit-transform", "gap.csv", "-o", "o.csv", "--scaler", "normalizer", "--columns", "a"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Parquet: a null on row 3 of the second batch of 2 (row 5 of the file), in
+    // the fit and in the transform.
+    use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+    use std::sync::Arc;
+    let batch = RecordBatch::try_from_iter(vec![
+        ("x", Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0])) as ArrayRef),
+        ("y", Arc::new(Float64Array::from(vec![Some(1.0), Some(2.0), Some(3.0), Some(4.0), None])) as ArrayRef),
+    ])
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(dir.join("gap.parquet")).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    assert_refused(
+        dir,
+        &["fit", "gap.parquet", "--scaler", "normalizer", "--params", "q.json", "--batch-rows", "2"],
+        &["gap.parquet", "row 5", "column \"y\"", "NaN"],
+    );
+    write(dir, "xy.csv", "x,y\n1,2\n");
+    let o = normkit(dir, &["fit", "xy.csv", "--scaler", "normalizer", "--params", "xy.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_refused(
+        dir,
+        &["transform", "gap.parquet", "-o", "o.parquet", "--params", "xy.json", "--batch-rows", "2"],
+        &["gap.parquet", "row 5", "column \"y\""],
+    );
 }

@@ -65,7 +65,7 @@ pub fn batch_norm_train<T: Float>(
     eps: f64,
 ) -> Result<BatchNormOutput<T>> {
     let c = batch_norm_layout(x.shape(), axis)?.channels;
-    let mut y = vec![T::default(); x.data().len()];
+    let mut y = super::buffer::output_buffer(x.data().len());
     let (mut mean, mut rstd) = (vec![T::default(); c], vec![T::default(); c]);
     let mut stats = vec![Moments::new(); c];
     let out = BatchNormOutMut { y: &mut y, save_mean: &mut mean, save_rstd: &mut rstd, batch_stats: &mut stats };
@@ -125,7 +125,7 @@ pub fn batch_norm_eval<T: Float>(
     bias: Option<TensorRef<'_, T>>,
     eps: f64,
 ) -> Result<Tensor<T>> {
-    let mut y = vec![T::default(); x.data().len()];
+    let mut y = super::buffer::output_buffer(x.data().len());
     batch_norm_eval_into(x, axis, running_mean, running_var, weight, bias, eps, &mut y)?;
     Ok(Tensor::from_parts(x.shape().to_vec(), y))
 }
@@ -165,7 +165,7 @@ pub fn batch_norm_folded<T: Float>(
     scale: TensorRef<'_, T>,
     shift: TensorRef<'_, T>,
 ) -> Result<Tensor<T>> {
-    let mut y = vec![T::default(); x.data().len()];
+    let mut y = super::buffer::output_buffer(x.data().len());
     batch_norm_folded_into(x, axis, scale, shift, &mut y)?;
     Ok(Tensor::from_parts(x.shape().to_vec(), y))
 }
@@ -326,7 +326,7 @@ fn backward<T: Float>(
     training: bool,
 ) -> Result<NormGrads<T>> {
     let c = batch_norm_layout(x.shape(), axis)?.channels;
-    let mut dx = vec![T::default(); x.data().len()];
+    let mut dx = super::buffer::output_buffer(x.data().len());
     let mut dweight = weight.map(|_| vec![T::default(); c]);
     let mut dbias = has_bias.then(|| vec![T::default(); c]);
     let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };

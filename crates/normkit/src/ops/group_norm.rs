@@ -40,7 +40,7 @@ pub fn group_norm<T: Float>(
     eps: f64,
 ) -> Result<GroupNormOutput<T>> {
     let layout = group_layout(x.shape(), num_groups)?;
-    let mut y = vec![T::default(); x.data().len()];
+    let mut y = super::buffer::output_buffer(x.data().len());
     let (mut mean, mut rstd) = (vec![T::default(); layout.num_stats()], vec![T::default(); layout.num_stats()]);
     let out = LayerNormOutMut { y: &mut y, mean: &mut mean, rstd: &mut rstd };
     group_norm_into(x, num_groups, weight, bias, eps, out)?;
@@ -82,7 +82,7 @@ pub fn group_norm_backward<T: Float>(
     has_bias: bool,
 ) -> Result<NormGrads<T>> {
     let c = group_layout(x.shape(), num_groups)?.channels;
-    let mut dx = vec![T::default(); x.data().len()];
+    let mut dx = super::buffer::output_buffer(x.data().len());
     let mut dweight = weight.map(|_| vec![T::default(); c]);
     let mut dbias = has_bias.then(|| vec![T::default(); c]);
     let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };

@@ -40,7 +40,7 @@ pub fn layer_norm<T: Float>(
 ) -> Result<LayerNormOutput<T>> {
     let (lead, n) = split_normalized_shape(x.shape(), normalized_shape)?;
     let rows = x.data().len() / n;
-    let mut y = vec![T::default(); x.data().len()];
+    let mut y = super::buffer::output_buffer(x.data().len());
     let (mut mean, mut rstd) = (vec![T::default(); rows], vec![T::default(); rows]);
     let out = LayerNormOutMut { y: &mut y, mean: &mut mean, rstd: &mut rstd };
     layer_norm_into(x, normalized_shape, weight, bias, eps, out)?;
@@ -86,7 +86,7 @@ pub fn layer_norm_backward<T: Float>(
     check_param_shape("mean", Some(mean), lead)?;
     check_param_shape("rstd", Some(rstd), lead)?;
     check_param_shape("weight", weight, normalized_shape)?;
-    let mut dx = vec![T::default(); x.data().len()];
+    let mut dx = super::buffer::output_buffer(x.data().len());
     let mut dweight = weight.map(|_| vec![T::default(); n]);
     let mut dbias = has_bias.then(|| vec![T::default(); n]);
     let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };

@@ -25,7 +25,7 @@ fn lp_layout(shape: &[usize], axis: isize) -> Result<ChannelLayout> {
 /// See [`kernels::lp_normalize_forward`].
 pub fn lp_normalize<T: Float>(x: TensorRef<'_, T>, p: u32, axis: isize, eps: f64) -> Result<Tensor<T>> {
     let layout = lp_layout(x.shape(), axis)?;
-    let mut y = vec![T::default(); x.data().len()];
+    let mut y = super::buffer::output_buffer(x.data().len());
     kernels::lp_normalize_forward(x.data(), layout, p, eps, &mut y)?;
     Ok(Tensor::from_parts(x.shape().to_vec(), y))
 }
@@ -41,7 +41,7 @@ pub fn lp_normalize_backward<T: Float>(
 ) -> Result<Tensor<T>> {
     let layout = lp_layout(x.shape(), axis)?;
     check_same_shape("dy", dy, x)?;
-    let mut dx = vec![T::default(); x.data().len()];
+    let mut dx = super::buffer::output_buffer(x.data().len());
     kernels::lp_normalize_backward(dy.data(), x.data(), layout, p, eps, &mut dx)?;
     Ok(Tensor::from_parts(x.shape().to_vec(), dx))
 }

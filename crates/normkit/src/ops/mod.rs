@@ -13,6 +13,7 @@
 //! ```
 
 mod batch_norm;
+mod buffer;
 mod group_norm;
 mod layer_norm;
 mod lp_normalize;

@@ -28,7 +28,7 @@ pub fn rms_norm<T: Float>(
     let (lead, n) = split_normalized_shape(x.shape(), normalized_shape)?;
     check_param_shape("weight", weight, normalized_shape)?;
     let rows = x.data().len() / n;
-    let mut y = vec![T::default(); x.data().len()];
+    let mut y = super::buffer::output_buffer(x.data().len());
     let mut rstd = vec![T::default(); rows];
     rms_norm_into(x, normalized_shape, weight, eps, &mut y, &mut rstd)?;
     Ok(RmsNormOutput { y: Tensor::from_parts(x.shape().to_vec(), y), rstd: Tensor::from_parts(lead.to_vec(), rstd) })
@@ -62,7 +62,7 @@ pub fn rms_norm_backward<T: Float>(
     check_same_shape("dy", dy, x)?;
     check_param_shape("rstd", Some(rstd), lead)?;
     check_param_shape("weight", weight, normalized_shape)?;
-    let mut dx = vec![T::default(); x.data().len()];
+    let mut dx = super::buffer::output_buffer(x.data().len());
     let mut dweight = weight.map(|_| vec![T::default(); n]);
     rms_norm_backward_into(dy, x, normalized_shape, rstd, weight, &mut dx, dweight.as_deref_mut())?;
     Ok(NormGrads {

@@ -1,0 +1,67 @@
+//! Time per element of the row kernels on data that stays in cache, with one
+//! thread: the compute cost that the memory-bound benchmark (`normkit bench`)
+//! hides behind memory. Each figure is the fastest of many timed batches, so a
+//! busy machine inflates it less than a median would.
+//!
+//! Run: `cargo run --release -p normkit --example kernel_probe [n [ln_fwd|rms_fwd|ln_bwd|rms_bwd]]`
+
+use normkit::kernels::{self, Affine, Grads};
+use std::hint::black_box;
+use std::time::Instant;
+
+/// The fastest of 200 batches of `reps` calls, in ns per element; NaN when a
+/// second argument names another kernel (to profile one alone).
+fn best_ns(name: &str, elems: usize, reps: usize, mut f: impl FnMut()) -> f64 {
+    if std::env::args().nth(2).is_some_and(|only| only != name) {
+        return f64::NAN;
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..200 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            f();
+        }
+        best = best.min(t.elapsed().as_secs_f64() / (reps * elems) as f64 * 1e9);
+    }
+    best
+}
+
+fn main() -> Result<(), normkit::Error> {
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(4096);
+    // About 128 KiB of x: in L2 with y, dy and dx.
+    let rows = (32768 / n).max(1);
+    let len = rows * n;
+    let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 + 3.0).collect();
+    let dy: Vec<f32> = (0..len).map(|i| ((i * 104729) % 997) as f32 * 1e-3 - 0.5).collect();
+    let (w, b) = (vec![1.5f32; n], vec![0.25f32; n]);
+    let (mut y, mut mean, mut rstd) = (vec![0f32; len], vec![0f32; rows], vec![0f32; rows]);
+    let (mut dw, mut db) = (vec![0f32; n], vec![0f32; n]);
+    let reps = (1 << 20) / len + 1;
+    println!("f32, {rows} rows of {n}, in cache, one thread: ns per element (best of 200 batches)");
+
+    let ln_f = best_ns("ln_fwd", len, reps, || {
+        let r = kernels::layer_norm_forward(&x, n, Affine::new(&w, &b), 1e-5, &mut y, &mut mean, &mut rstd);
+        black_box(r).ok();
+    });
+    println!("layer_norm fwd  {ln_f:.3}");
+    let rms_f = best_ns("rms_fwd", len, reps, || {
+        let r = kernels::rms_norm_forward(&x, n, Some(&w), 1e-5, &mut y, &mut rstd);
+        black_box(r).ok();
+    });
+    println!("rms_norm   fwd  {rms_f:.3}");
+    kernels::layer_norm_forward(&x, n, Affine::new(&w, &b), 1e-5, &mut y, &mut mean, &mut rstd)?;
+    let ln_b = best_ns("ln_bwd", len, reps, || {
+        let g = Grads { dx: &mut y, dweight: Some(&mut dw), dbias: Some(&mut db) };
+        black_box(kernels::layer_norm_backward(&dy, &x, n, &mean, &rstd, Some(&w), g)).ok();
+    });
+    println!("layer_norm bwd  {ln_b:.3}");
+    let rms_b = best_ns("rms_bwd", len, reps, || {
+        let r = kernels::rms_norm_backward(&dy, &x, n, &rstd, Some(&w), &mut y, Some(&mut dw));
+        black_box(r).ok();
+    });
+    println!("rms_norm   bwd  {rms_b:.3}");
+    // Memory time per element at the machine's copy bandwidth (22 GB/s, one
+    // thread): forward moves 8 bytes per element, backward 12.
+    println!("memory floor at 22 GB/s: fwd {:.3}, bwd {:.3}", 8.0 / 22.0, 12.0 / 22.0);
+    Ok(())
+}

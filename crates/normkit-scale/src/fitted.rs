@@ -3,6 +3,7 @@
 
 use crate::error::{first_refused, Result, ScaleError};
 use crate::quantile::norm_ppf;
+use crate::sketch::ApproxQuantiles;
 use crate::spec::{Norm, ScalerSpec};
 use crate::stats::FitState;
 use serde::{Deserialize, Serialize};
@@ -135,6 +136,10 @@ pub struct Fitted {
     pub n_features_in_: usize,
     /// What the fit learned.
     pub attrs: Attributes,
+    /// How the robust scaler's quantiles were approximated (`None`: exact, or
+    /// no quantiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<ApproxQuantiles>,
 }
 
 impl Fitted {
@@ -206,12 +211,17 @@ impl Fitted {
             }
             ScalerSpec::Normalizer { .. } => {}
         }
-        Ok(Fitted { spec: spec.clone(), n_features_in_: n, attrs: a })
+        Ok(Fitted { spec: spec.clone(), n_features_in_: n, attrs: a, quantiles: None })
     }
 
     /// The stateless normalizer for `n` columns.
     pub fn normalizer(norm: Norm, n: usize) -> Self {
-        Fitted { spec: ScalerSpec::Normalizer { norm }, n_features_in_: n, attrs: Attributes::default() }
+        Fitted {
+            spec: ScalerSpec::Normalizer { norm },
+            n_features_in_: n,
+            attrs: Attributes::default(),
+            quantiles: None,
+        }
     }
 
     fn check_width(&self, columns: &[Vec<f64>]) -> Result<()> {

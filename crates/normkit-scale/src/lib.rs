@@ -10,6 +10,8 @@
 //! - [`stats`]: the mergeable, serializable fit state;
 //! - [`quantile`]: exact quantiles out of core (radix selection on float bits)
 //!   with numpy's interpolation;
+//! - [`sketch`]: approximate quantiles in one pass (a KLL sketch per column,
+//!   with a documented rank error), for `FitOptions::approx`;
 //! - [`fit`](mod@fit): the fold over batches ([`BatchSource`]);
 //! - [`fitted`]: the fitted attributes and the transforms ([`Fitted`]);
 //! - [`params`]: the versioned JSON file of fitted parameters;
@@ -37,6 +39,7 @@ pub mod fitted;
 pub mod io;
 pub mod params;
 pub mod quantile;
+pub mod sketch;
 pub mod spec;
 pub mod stats;
 
@@ -45,5 +48,6 @@ pub use fit::{fit, BatchSource, FitOptions, FitReport, MemorySource};
 pub use fitted::{Attributes, Fitted, RobustStats, SamplesSeen};
 pub use io::{ColumnInfo, Direction, Format, Progress, Table};
 pub use params::ParamsFile;
+pub use sketch::{ApproxQuantiles, ColumnSketch};
 pub use spec::{Norm, ScalerSpec};
 pub use stats::{ColumnStats, FitState, ShiftedMoments};

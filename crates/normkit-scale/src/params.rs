@@ -19,13 +19,19 @@
 //! `params` holds the scaler's constructor arguments, `attributes` its fitted
 //! attributes (each present exactly when scikit-learn sets it; a statistic of a
 //! column with no value is `null`; `n_samples_seen_` is a number, or a list when
-//! the columns saw different counts). Numbers are written in the shortest form
+//! the columns saw different counts). A robust fit with approximate quantiles
+//! (`--approx`) adds a key `quantiles` naming the sketch and its rank-error
+//! bound, for example `{"method": "approximate", "sketch": "kll", "k": 200,
+//! "normalized_rank_error": 0.0133, "confidence": 0.99}` (see
+//! [`ApproxQuantiles`]); without it the quantiles are exact. Readers that do not
+//! know the key ignore it. Numbers are written in the shortest form
 //! that reads back to the same `f64`. A reader refuses another `format`, a newer
 //! `version`, and attributes whose lengths differ from `n_features_in_`.
 
 use crate::error::{Result, ScaleError};
 use crate::fitted::{Attributes, Fitted, SamplesSeen};
 use crate::io::Table;
+use crate::sketch::ApproxQuantiles;
 use crate::spec::ScalerSpec;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -58,6 +64,10 @@ pub struct ParamsFile {
     pub dtypes: Vec<String>,
     /// The fitted attributes.
     pub attributes: Attributes,
+    /// Present when the robust scaler's quantiles are approximate (`--approx`):
+    /// the sketch and its rank-error bound. Absent: exact quantiles (or none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<ApproxQuantiles>,
 }
 
 fn params_err(path: &Path, reason: impl Into<String>) -> ScaleError {
@@ -82,6 +92,7 @@ impl ParamsFile {
             feature_names_in_: names,
             dtypes,
             attributes: fitted.attrs.clone(),
+            quantiles: fitted.quantiles.clone(),
         })
     }
 
@@ -139,7 +150,7 @@ impl ParamsFile {
                 return Err(params_err(path, format!("the {} scaler needs {name}, which is missing", self.scaler)));
             }
         }
-        Ok(Fitted { spec, n_features_in_: n, attrs: a.clone() })
+        Ok(Fitted { spec, n_features_in_: n, attrs: a.clone(), quantiles: self.quantiles.clone() })
     }
 
     /// Reads a parameters file.

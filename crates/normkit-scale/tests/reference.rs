@@ -145,7 +145,7 @@ proptest! {
     #[test]
     fn robust_matches_numpy_percentiles((rows, cols) in matrix(), batch in 1usize..20, cap in prop::sample::select(vec![1u64, 3, 1 << 20]), qlo in 0.0..50.0f64, qhi in 50.0..100.0f64) {
         let spec = ScalerSpec::Robust { with_centering: true, with_scaling: true, quantile_range: (qlo, qhi), unit_variance: false };
-        let f = fit(&spec, &mut MemorySource::from_columns(cols.clone(), batch), FitOptions { quantile_cap: cap }).unwrap().0;
+        let f = fit(&spec, &mut MemorySource::from_columns(cols.clone(), batch), FitOptions { quantile_cap: cap, ..FitOptions::default() }).unwrap().0;
         let mut out = cols.clone();
         f.transform(&mut out).unwrap();
         let mut back = out.clone();

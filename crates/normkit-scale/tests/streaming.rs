@@ -71,7 +71,7 @@ fn fit_file(path: &Path, format: Format, spec: &ScalerSpec, batch_rows: usize, c
     t.batch_rows = batch_rows;
     let sel = t.select(None).unwrap();
     assert_eq!(sel.len(), 7, "the label column is not numeric, the others are");
-    fit(spec, &mut t.source(&sel), FitOptions { quantile_cap: cap }).unwrap().0
+    fit(spec, &mut t.source(&sel), FitOptions { quantile_cap: cap, ..FitOptions::default() }).unwrap().0
 }
 
 /// The plain f64 reference of one column: mean and biased variance by two passes

@@ -27,9 +27,12 @@ fn best_ns(name: &str, elems: usize, reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> Result<(), normkit::Error> {
+    // One thread: the kernels would otherwise split inputs this size over rayon.
+    rayon::ThreadPoolBuilder::new().num_threads(1).build_global().ok();
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(4096);
-    // About 128 KiB of x: in L2 with y, dy and dx.
-    let rows = (32768 / n).max(1);
+    // About 256 KiB of x (at least 16 rows, so that the backward passes' blocks
+    // of rows are as on large inputs): in L2 with y, dy and dx.
+    let rows = (65536 / n).max(16);
     let len = rows * n;
     let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 + 3.0).collect();
     let dy: Vec<f32> = (0..len).map(|i| ((i * 104729) % 997) as f32 * 1e-3 - 0.5).collect();

@@ -143,7 +143,7 @@ struct Problem {
 }
 
 fn problem() -> impl Strategy<Value = Problem> {
-    (0usize..5, sizes(), prop::sample::select(vec![(1.0, 0.0), (3.0, 5.0), (1e-3, 1e3), (100.0, -20.0)]))
+    (0usize..10, sizes(), prop::sample::select(vec![(1.0, 0.0), (3.0, 5.0), (1e-3, 1e3), (100.0, -20.0)]))
         .prop_flat_map(|(rows, n, (scale, offset))| {
             (
                 Just(rows),

@@ -336,37 +336,46 @@ pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc, scratch: &mut S
             *s = *s + *u;
         }
         let k = T::Acc::from_count(block.len() as u64);
-        let m = reduce_lanes(sum) / k;
+        let m = reduce_lanes(std::hint::black_box(sum)) / k;
         // Sweep 2 (from L1): the deviations' sum and sum of squares together.
-        let dev_sum = acc_lane_sum(u, |u| u - m);
-        let dev_sq = acc_lane_sum(u, |u| (u - m) * (u - m));
+        let (dev_sum, dev_sq) = acc_lane_sum2(u, |u| {
+            let d = u - m;
+            (d, d * d)
+        });
         let block_moments = Moments::from_parts(block.len() as u64, m + dev_sum / k, dev_sq - dev_sum * dev_sum / k);
         acc = acc.merge(&block_moments);
     }
     acc
 }
 
-/// `Σ_i f(v_i)` over accumulator values, laid out as [`lane_sum`].
+/// `(Σ_i f(v_i).0, Σ_i f(v_i).1)` over accumulator values, two sums in one
+/// sweep, each laid out as [`lane_sum`].
 ///
-/// The lanes pass through `black_box` before their reduction: without it the
-/// compiler's straight-line vectorizer paired lane 15 with lane 0 (for the
-/// reduction tree that follows) and built the whole loop from 128-bit
-/// operations. Measured with `cargo run --release -p normkit --example
-/// kernel_probe` (f32 rows of 4096 in cache, one thread): LayerNorm forward
-/// 0.70 -> 0.58 ns per element.
+/// The lanes pass through `black_box` before their reduction (as the sum of
+/// [`shifted_moments`]' first sweep does): without it the compiler's
+/// straight-line vectorizer paired lane 15 with lane 0 (for the reduction tree
+/// that follows) and built the whole loop from 128-bit operations. Measured
+/// with `cargo run --release -p normkit --example kernel_probe` (f32 rows of
+/// 4096 in cache, one thread, fastest of 200 batches): LayerNorm forward 0.67
+/// -> 0.50..0.56 ns per element.
 #[inline(always)]
-pub(crate) fn acc_lane_sum<A: AccFloat>(vals: &[A], f: impl Fn(A) -> A) -> A {
-    let mut acc = [A::zero(); LANES];
+pub(crate) fn acc_lane_sum2<A: AccFloat>(vals: &[A], f: impl Fn(A) -> (A, A)) -> (A, A) {
+    let (mut a, mut b) = ([A::zero(); LANES], [A::zero(); LANES]);
     let (groups, tail) = lane_groups(vals);
     for g in groups {
         for l in 0..LANES {
-            acc[l] = acc[l] + f(g[l]);
+            let (p, q) = f(g[l]);
+            a[l] = a[l] + p;
+            b[l] = b[l] + q;
         }
     }
-    for (a, &v) in acc.iter_mut().zip(tail) {
-        *a = *a + f(v);
+    for ((a, b), &v) in a.iter_mut().zip(b.iter_mut()).zip(tail) {
+        let (p, q) = f(v);
+        *a = *a + p;
+        *b = *b + q;
     }
-    reduce_lanes(std::hint::black_box(acc))
+    let (a, b) = std::hint::black_box((a, b));
+    (reduce_lanes(a), reduce_lanes(b))
 }
 
 /// Whether an output of `len` elements of `T` is written with non-temporal
@@ -458,13 +467,17 @@ pub(crate) fn rows_per_task(n: usize) -> usize {
 
 /// The number of fixed blocks of rows whose `dweight`/`dbias` partials a
 /// backward pass over `[rows, n]` sums separately before adding them in order:
-/// as many as [`MAX_PARAM_BLOCKS`] so that up to that many threads have work, no
-/// more than `rows`, and few enough that `partials` arrays of `n` accumulators
+/// as many as [`MAX_PARAM_BLOCKS`] so that up to that many threads have work, of
+/// at least [`MIN_BLOCK_ROWS`] rows each, and few enough that `partials` arrays of `n` accumulators
 /// each stay within [`PARTIALS_MAX_BYTES`]. Depends on the shape only.
 pub(crate) fn param_blocks<A>(rows: usize, n: usize, partials: usize) -> usize {
     let per_block = n.saturating_mul(partials.max(1)).saturating_mul(std::mem::size_of::<A>()).max(1);
-    (PARTIALS_MAX_BYTES / per_block).clamp(1, MAX_PARAM_BLOCKS).min(rows.max(1))
+    (PARTIALS_MAX_BYTES / per_block).clamp(1, MAX_PARAM_BLOCKS).min(rows.div_ceil(MIN_BLOCK_ROWS).max(1))
 }
+
+/// Fewest rows per block of [`param_blocks`] (unless there are fewer rows): the
+/// backward kernels add the parameter terms of up to four rows per sweep.
+const MIN_BLOCK_ROWS: usize = 4;
 
 /// Whether a pass over `elems` elements is worth handing to rayon.
 pub(crate) fn worth_threads(elems: usize) -> bool {
@@ -514,7 +527,8 @@ mod tests {
         assert_eq!(rows_per_task(1 << 20), 1);
         assert_eq!(param_blocks::<f64>(8192, 768, 2), 64);
         assert_eq!(param_blocks::<f64>(256, 65536, 2), 8);
-        assert_eq!(param_blocks::<f64>(3, 5, 2), 3);
+        assert_eq!(param_blocks::<f64>(3, 5, 2), 1);
+        assert_eq!(param_blocks::<f64>(9, 5, 2), 3);
         assert_eq!(param_blocks::<f64>(0, 5, 0), 1);
     }
 }

@@ -3,7 +3,7 @@
 //! hides behind memory. Each figure is the fastest of many timed batches, so a
 //! busy machine inflates it less than a median would.
 //!
-//! Run: `cargo run --release -p normkit --example kernel_probe [n [ln_fwd|rms_fwd|ln_bwd|rms_bwd]]`
+//! Run: `cargo run --release -p normkit --example kernel_probe [n [ln_fwd|rms_fwd|ln_bwd|rms_bwd|gn_fwd|bn_train_fwd|bn_train_nhwc_fwd]]`
 
 use normkit::kernels::{self, Affine, Grads};
 use std::hint::black_box;
@@ -63,6 +63,30 @@ fn main() -> Result<(), normkit::Error> {
         black_box(r).ok();
     });
     println!("rms_norm   bwd  {rms_b:.3}");
+    // GroupNorm (32 groups) and BatchNorm training over [2, 64, h·w] with the
+    // same number of elements, NCHW and channels-last.
+    let (c, spatial) = (64, len / 128);
+    let (wc, bc) = (vec![1.5f32; c], vec![0.25f32; c]);
+    let layout = kernels::GroupLayout::new(2, c, spatial, 32)?;
+    let (mut gm, mut gr) = (vec![0f32; 64], vec![0f32; 64]);
+    let gn_f = best_ns("gn_fwd", len, reps, || {
+        let r = kernels::group_norm_forward(&x, layout, Affine::new(&wc, &bc), 1e-5, &mut y, &mut gm, &mut gr);
+        black_box(r).ok();
+    });
+    println!("group_norm fwd  {gn_f:.3}");
+    let (mut sm, mut sr) = (vec![0f32; c], vec![0f32; c]);
+    let mut moments = vec![normkit::Moments::new(); c];
+    for (name, layout) in [
+        ("bn_train_fwd", kernels::ChannelLayout::of_shape(&[2, c, spatial], 1)?),
+        ("bn_train_nhwc_fwd", kernels::ChannelLayout::of_shape(&[2, spatial, c], 2)?),
+    ] {
+        let t = best_ns(name, len, reps, || {
+            let aff = Affine::new(&wc, &bc);
+            let r = kernels::batch_norm_forward_train(&x, layout, aff, 1e-5, &mut y, &mut sm, &mut sr, &mut moments);
+            black_box(r).ok();
+        });
+        println!("{name:<16}{t:.3}");
+    }
     // Memory time per element at the machine's copy bandwidth (22 GB/s, one
     // thread): forward moves 8 bytes per element, backward 12.
     println!("memory floor at 22 GB/s: fwd {:.3}, bwd {:.3}", 8.0 / 22.0, 12.0 / 22.0);

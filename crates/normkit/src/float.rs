@@ -40,7 +40,9 @@ impl AccFloat for f32 {
 }
 
 /// An element type of tensors that normkit normalizes (`f32`, `f64`).
-pub trait Float: Copy + Debug + Display + Default + PartialEq + Send + Sync + 'static {
+pub trait Float:
+    Copy + Debug + Display + Default + PartialEq + std::ops::Add<Output = Self> + Send + Sync + 'static
+{
     /// The type statistics over these elements accumulate in.
     type Acc: AccFloat;
     /// The name used in messages and file formats: `"f32"`, `"f64"`.
@@ -55,6 +57,10 @@ pub trait Float: Copy + Debug + Display + Default + PartialEq + Send + Sync + 's
     fn from_f64(v: f64) -> Self;
     /// Widens to `f64` (exact for `f32` and `f64`).
     fn to_f64(self) -> f64;
+    /// Whether this is neither infinite nor NaN.
+    fn is_finite(self) -> bool {
+        self.to_f64().is_finite()
+    }
 }
 
 impl Float for f32 {

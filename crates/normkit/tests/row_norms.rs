@@ -394,6 +394,28 @@ fn large_offset_f32_statistics() {
 }
 
 #[test]
+fn f32_rows_whose_f32_sum_overflows_or_sits_far_from_zero() {
+    // The statistics' first sweep sums in f32 for a mean estimate that the f64
+    // sweep then corrects: values near f32::MAX overflow that sum (the kernel
+    // falls back to the block's first value), and rows at 1e7 with spread 3
+    // put the estimate many ulps off. Both must still give mean and rstd to
+    // within one f32 rounding, over several blocks and a ragged tail.
+    let n = 4099;
+    let seed = rand::random();
+    let near_max: Vec<f32> = random_vec(2 * n, seed, 0.0).iter().map(|v| (3.0e38 + 3.0e37 * v) as f32).collect();
+    let far: Vec<f32> = random_vec(2 * n, seed ^ 1, 0.0).iter().map(|v| (1e7 + 3.0 * v) as f32).collect();
+    for (label, x) in [("near f32::MAX", near_max), ("mean 1e7", far)] {
+        assert!(x.iter().all(|v| v.is_finite()), "{label}: inputs finite");
+        let (mut y, mut mean, mut rstd) = (vec![0f32; 2 * n], vec![0f32; 2], vec![0f32; 2]);
+        kernels::layer_norm_forward(&x, n, Affine::none(), 0.0, &mut y, &mut mean, &mut rstd).unwrap();
+        let want = ref_layer_norm(&widen(&x), n, None, None, 0.0);
+        let msg = format!("{label}, seed {seed}");
+        assert_close(&format!("mean {msg}"), &widen(&mean), &want.mean, 0.0, f32::EPSILON as f64);
+        assert_close(&format!("rstd {msg}"), &widen(&rstd), &want.rstd, 0.0, f32::EPSILON as f64);
+    }
+}
+
+#[test]
 fn huge_f32_values_normalize_without_overflow() {
     // 1e30² overflows f32; the f64 accumulator does not, so rows of values near
     // 1e30 normalize like any others (PyTorch's f32 kernels return NaN/0 here).

@@ -89,10 +89,9 @@ fn forward_rows<T: Float>(
     rstd: &mut [T],
     stream: bool,
 ) {
-    let mut scratch = simd::Scratch::new();
     let rows = x.chunks_exact(n).zip(y.chunks_exact_mut(n));
     for ((xr, yr), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
-        let stats = simd::row_moments(xr, &mut scratch);
+        let stats = simd::row_moments(xr);
         let mu = stats.mean();
         let rs = (stats.var_biased() + eps).sqrt().recip();
         normalize_row(xr, yr, mu, rs, affine, stream);

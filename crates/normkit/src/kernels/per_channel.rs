@@ -87,9 +87,8 @@ pub(crate) fn channel_moments<T: Float>(x: &[T], layout: ChannelLayout, out: &mu
             simd::vectorized(
                 #[inline(always)]
                 || {
-                    let mut scratch = simd::Scratch::new();
                     for (k, (run, o)) in x.chunks_exact(inner).zip(out.iter_mut()).enumerate() {
-                        *o = simd::shifted_moments(run, shift[(first + k) % channels], &mut scratch);
+                        *o = simd::shifted_moments(run, shift[(first + k) % channels]);
                     }
                 },
             )

@@ -45,9 +45,8 @@ pub(crate) fn stats<T: Float>(x: &[T], layout: GroupLayout, eps: T::Acc, out: &m
         simd::vectorized(
             #[inline(always)]
             || {
-                let mut scratch = simd::Scratch::new();
                 for (g, o) in x.chunks_exact(glen).zip(out.iter_mut()) {
-                    let m = simd::row_moments(g, &mut scratch);
+                    let m = simd::row_moments(g);
                     *o = (m.mean(), (m.var_biased() + eps).sqrt().recip());
                 }
             },
@@ -81,10 +80,9 @@ pub(crate) fn forward<T: Float>(
             #[inline(always)]
             || {
                 let mut buf = [T::default(); simd::CHUNK];
-                let mut scratch = simd::Scratch::new();
                 let groups_it = x.chunks_exact(glen).zip(y.chunks_exact_mut(glen)).zip(stats.iter_mut());
                 for (j, ((xg, yg), st)) in groups_it.enumerate() {
-                    let m = simd::row_moments(xg, &mut scratch);
+                    let m = simd::row_moments(xg);
                     let (mu, rs) = (m.mean(), (m.var_biased() + eps).sqrt().recip());
                     *st = (mu, rs);
                     let c0 = ((first + j) % groups) * cpg;

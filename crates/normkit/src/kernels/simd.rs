@@ -140,23 +140,58 @@ fn accumulate<A: AccFloat>(acc: &mut [A; LANES], vals: &[A]) {
 // straight-line vectorizer producing half-scalar code for these shapes: LayerNorm
 // backward ran 2.7 times slower.)
 
-/// `(Σ_i f(x_i).0, Σ_i f(x_i).1)`, two sums in one sweep, laid out as [`lane_sum`].
-/// No kernel needs it since `row_moments` widens each block once; kept for the
-/// tests of the lane layout.
-#[cfg(test)]
+/// `Σ_i x_i` in the element type itself, laid out as [`lane_sum`]: no
+/// widening, so a 512-bit register adds 16 `f32` values at once. Only for a
+/// first estimate that a sweep in `T::Acc` then corrects ([`shifted_moments`]).
+#[inline(always)]
+fn native_lane_sum<T: Float>(xs: &[T]) -> T {
+    let mut acc = [T::default(); LANES];
+    let (groups, tail) = lane_groups(xs);
+    for g in groups {
+        for l in 0..LANES {
+            acc[l] = acc[l] + g[l];
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(tail) {
+        *a = *a + x;
+    }
+    let mut acc = std::hint::black_box(acc);
+    let mut width = LANES / 2;
+    while width > 0 {
+        for l in 0..width {
+            acc[l] = acc[l] + acc[l + width];
+        }
+        width /= 2;
+    }
+    acc[0]
+}
+
+/// `(Σ_i f(x_i).0, Σ_i f(x_i).1)`, two sums in one sweep, each laid out as
+/// [`lane_sum`].
+///
+/// The lanes pass through `black_box` before their reduction: without it the
+/// compiler's straight-line vectorizer paired lane 15 with lane 0 (for the
+/// reduction tree that follows) and built the whole loop from 128-bit
+/// operations (LayerNorm forward in cache 0.67 ns per element, against 0.52
+/// with it; `cargo run --release -p normkit --example kernel_probe`).
 #[inline(always)]
 pub(crate) fn lane_sum2<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> (T::Acc, T::Acc)) -> (T::Acc, T::Acc) {
-    let (mut a0, mut a1) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
-    let (mut t0, mut t1) = ([T::Acc::zero(); CHUNK], [T::Acc::zero(); CHUNK]);
-    for xc in xs.chunks(CHUNK) {
-        let (t0, t1) = (&mut t0[..xc.len()], &mut t1[..xc.len()]);
-        for ((p, q), &x) in t0.iter_mut().zip(t1.iter_mut()).zip(xc) {
-            (*p, *q) = f(x.to_acc());
+    let (mut a, mut b) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
+    let (groups, tail) = lane_groups(xs);
+    for g in groups {
+        for l in 0..LANES {
+            let (p, q) = f(g[l].to_acc());
+            a[l] = a[l] + p;
+            b[l] = b[l] + q;
         }
-        accumulate(&mut a0, t0);
-        accumulate(&mut a1, t1);
     }
-    (reduce_lanes(a0), reduce_lanes(a1))
+    for ((a, b), &x) in a.iter_mut().zip(b.iter_mut()).zip(tail) {
+        let (p, q) = f(x.to_acc());
+        *a = *a + p;
+        *b = *b + q;
+    }
+    let (a, b) = std::hint::black_box((a, b));
+    (reduce_lanes(a), reduce_lanes(b))
 }
 
 /// `Σ_i f(x_i, y_i)` over two slices of equal length, laid out as [`lane_sum`].
@@ -271,40 +306,23 @@ pub(crate) fn lane_sum2_zip3<T: Float>(
 
 /// Values per block in [`row_moments`]: 8 KiB of `f32` (16 KiB of `f64`), so
 /// the block's second sweep reads L1. [`Moments::from_slice`]'s 256 is too
-/// small here: each block ends in three lane reductions, four divisions and a
-/// Chan merge, about 130 cycles of latency, as long as the vectorized sweeps
-/// over 256 values themselves; 2048 makes that overhead about a sixth. Measured
-/// with a CPU-time probe on 16 rows of 4096 `f32` (in cache, one thread):
-/// LayerNorm forward 0.66 ns per element with blocks of 256, see the README for
-/// the current figure.
+/// small here: each block ends in lane reductions, divisions and a Chan merge,
+/// about 130 cycles of latency, as long as the vectorized sweeps over 256
+/// values themselves; 2048 makes that overhead about a sixth.
 pub(crate) const MOMENTS_BLOCK: usize = 2048;
 
-/// The L1 buffer [`row_moments`] widens a block into. Callers make one per
-/// task and reuse it for every row: zeroing 16 KiB per row cost as much as the
-/// statistics of a 784-value row themselves (InstanceNorm at `[8,256,28,28]`
-/// ran 3 times slower than GroupNorm on the same data).
-pub(crate) struct Scratch<A>(pub(crate) [A; MOMENTS_BLOCK]);
-
-impl<A: AccFloat> Scratch<A> {
-    /// A zeroed buffer.
-    #[inline(always)]
-    pub(crate) fn new() -> Self {
-        Scratch([A::zero(); MOMENTS_BLOCK])
-    }
-}
-
-/// The [`Moments`] of a row by the algorithm of [`Moments::from_slice`] (shift
-/// by the first value, fixed blocks each summarised by the corrected two-pass
-/// algorithm while in L1, merged left to right by Chan's formula), with blocks
-/// of [`MOMENTS_BLOCK`] values and each block's two sweeps in [`LANES`] lanes.
-/// Rounding differs from [`Moments::from_slice`] (blocks of [`BLOCK`], one
-/// accumulator) only in the last bits; the error bounds are the same kind.
+/// The [`Moments`] of a row, shifted by its first value, from blocks of
+/// [`MOMENTS_BLOCK`] values each summarised by the corrected two-pass algorithm
+/// while in L1 and merged left to right by Chan's formula (the algorithm of
+/// [`Moments::from_slice`], with larger blocks, a cheaper first sweep and
+/// [`LANES`] lanes: rounding differs in the last bits, the error bounds are of
+/// the same kind).
 #[inline(always)]
-pub(crate) fn row_moments<T: Float>(xs: &[T], scratch: &mut Scratch<T::Acc>) -> Moments<T::Acc> {
+pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
     let Some(shift) = xs.first().map(|x| x.to_acc()) else {
         return Moments::new();
     };
-    let acc = shifted_moments(xs, shift, scratch);
+    let acc = shifted_moments(xs, shift);
     Moments::from_parts(acc.count(), acc.mean() + shift, acc.m2())
 }
 
@@ -312,70 +330,48 @@ pub(crate) fn row_moments<T: Float>(xs: &[T], scratch: &mut Scratch<T::Acc>) -> 
 /// that merge the moments of many rows of one channel shift them all by the
 /// same value, so that the merge's mean differences are not rounded at the
 /// scale of a large common offset.
+///
+/// Per block of `k` values:
+///
+/// ```text
+/// c      = (Σ_i x_i) / k        summed in T (f32: 16 values per 512-bit add, no widening)
+///          or x_0 if that is not finite
+/// d_i    = x_i - c              in T::Acc
+/// mean   = (c - shift) + Σ d_i / k
+/// M2     = Σ d_i² - (Σ d_i)² / k
+/// ```
+///
+/// The second line is the corrected two-pass formula, which is exact for any
+/// centre `c` in exact arithmetic; in floating point its relative error grows
+/// with `((c - mean)/σ)²`. An `f32` sum of 128 values per lane puts `c` within
+/// about `128 · 2⁻²⁴ · |mean|` of the mean, and `|mean|/σ` of `f32` data is
+/// below `2²⁴` or so, so the `f64` error stays near `2⁻⁵³ · 128²`; the
+/// fallback `x_0` (when the `f32` sum overflows or the block holds inf or NaN)
+/// is within `σ·sqrt(k-1)` of the mean (Samuelson's inequality), so the error
+/// stays below `k · 2⁻⁵³` relative. The first sweep used to widen and shift
+/// every value into an L1 buffer in `f64` and sum that; summing in `T` instead
+/// saves that buffer's stores and loads (kernel_probe, f32 in cache, one
+/// thread, fastest batches: LayerNorm forward 0.52 -> 0.50 ns per element,
+/// GroupNorm forward 0.51 -> 0.45). Accuracy: README "Numerics".
 #[inline(always)]
-pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc, scratch: &mut Scratch<T::Acc>) -> Moments<T::Acc> {
-    // The shifted block, widened once into L1; the three sums below read it.
-    let u = &mut scratch.0;
+pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::Acc> {
     let mut acc = Moments::new();
     for block in xs.chunks(MOMENTS_BLOCK) {
-        let u = &mut u[..block.len()];
-        // Sweep 1 (from memory): widen, shift, store into L1 and sum, element
-        // `i` into lane `i mod LANES`.
-        let mut sum = [T::Acc::zero(); LANES];
-        let (mut u_groups, mut x_groups) = (u.chunks_exact_mut(LANES), block.chunks_exact(LANES));
-        for (ug, xg) in (&mut u_groups).zip(&mut x_groups) {
-            for l in 0..LANES {
-                let v = xg[l].to_acc() - shift;
-                ug[l] = v;
-                sum[l] = sum[l] + v;
-            }
-        }
-        let u_tail = u_groups.into_remainder();
-        for ((s, u), &x) in sum.iter_mut().zip(u_tail.iter_mut()).zip(x_groups.remainder()) {
-            *u = x.to_acc() - shift;
-            *s = *s + *u;
-        }
         let k = T::Acc::from_count(block.len() as u64);
-        let m = reduce_lanes(std::hint::black_box(sum)) / k;
+        // Sweep 1 (from memory): a first estimate of the block's mean.
+        let sum = native_lane_sum(block);
+        let first = block.first().map_or(T::Acc::zero(), |x| x.to_acc());
+        let centre = if sum.is_finite() { sum.to_acc() / k } else { first };
         // Sweep 2 (from L1): the deviations' sum and sum of squares together.
-        let (dev_sum, dev_sq) = acc_lane_sum2(u, |u| {
-            let d = u - m;
+        let (dev_sum, dev_sq) = lane_sum2(block, |x| {
+            let d = x - centre;
             (d, d * d)
         });
-        let block_moments = Moments::from_parts(block.len() as u64, m + dev_sum / k, dev_sq - dev_sum * dev_sum / k);
+        let mean = (centre - shift) + dev_sum / k;
+        let block_moments = Moments::from_parts(block.len() as u64, mean, dev_sq - dev_sum * dev_sum / k);
         acc = acc.merge(&block_moments);
     }
     acc
-}
-
-/// `(Σ_i f(v_i).0, Σ_i f(v_i).1)` over accumulator values, two sums in one
-/// sweep, each laid out as [`lane_sum`].
-///
-/// The lanes pass through `black_box` before their reduction (as the sum of
-/// [`shifted_moments`]' first sweep does): without it the compiler's
-/// straight-line vectorizer paired lane 15 with lane 0 (for the reduction tree
-/// that follows) and built the whole loop from 128-bit operations. Measured
-/// with `cargo run --release -p normkit --example kernel_probe` (f32 rows of
-/// 4096 in cache, one thread, fastest of 200 batches): LayerNorm forward 0.67
-/// -> 0.50..0.56 ns per element.
-#[inline(always)]
-pub(crate) fn acc_lane_sum2<A: AccFloat>(vals: &[A], f: impl Fn(A) -> (A, A)) -> (A, A) {
-    let (mut a, mut b) = ([A::zero(); LANES], [A::zero(); LANES]);
-    let (groups, tail) = lane_groups(vals);
-    for g in groups {
-        for l in 0..LANES {
-            let (p, q) = f(g[l]);
-            a[l] = a[l] + p;
-            b[l] = b[l] + q;
-        }
-    }
-    for ((a, b), &v) in a.iter_mut().zip(b.iter_mut()).zip(tail) {
-        let (p, q) = f(v);
-        *a = *a + p;
-        *b = *b + q;
-    }
-    let (a, b) = std::hint::black_box((a, b));
-    (reduce_lanes(a), reduce_lanes(b))
 }
 
 /// Whether an output of `len` elements of `T` is written with non-temporal

@@ -1,16 +1,22 @@
 //! # normkit
 //!
 //! Normalization layers for machine learning with fused forward and backward CPU
-//! kernels: LayerNorm and RMSNorm so far, with PyTorch's semantics, numerically
-//! robust statistics (never `E[x²] - E[x]²`) and typed errors for every bad input.
+//! kernels: LayerNorm, RMSNorm, BatchNorm (any channel axis, running statistics,
+//! eval mode, folding), GroupNorm, InstanceNorm, Lp normalization and ONNX's
+//! mean-variance normalization, with PyTorch's semantics, numerically robust
+//! statistics (never `E[x²] - E[x]²`) and typed errors for every bad input.
 //!
 //! The crate has three layers, each built on the one below:
 //!
-//! - [`kernels`]: slice-based forward and backward kernels over `[rows, n]` views,
-//!   writing into caller-provided buffers;
+//! - [`kernels`]: slice-based forward and backward kernels over `[rows, n]` and
+//!   `[outer, channels, inner]` views, writing into caller-provided buffers (SIMD
+//!   by run-time dispatch, rayon threads, results independent of the thread
+//!   count);
 //! - [`ops`]: the functional API on shaped tensors ([`Tensor`], [`TensorRef`]), like
 //!   `torch.nn.functional`;
-//! - [`modules`]: stateful layers ([`LayerNorm`], [`RmsNorm`]) holding parameters.
+//! - [`modules`]: stateful layers ([`LayerNorm`], [`RmsNorm`], [`BatchNorm`],
+//!   [`GroupNorm`], [`InstanceNorm`]) holding parameters and running statistics,
+//!   saved and loaded under PyTorch's names ([`Stateful`]).
 //!
 //! Statistics are [`Moments`] (count, mean, M2), mergeable by Chan's formula;
 //! `f32` data accumulates in `f64` (see [`Float::Acc`]).

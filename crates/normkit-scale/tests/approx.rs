@@ -365,3 +365,25 @@ fn params_file_records_approximate_quantiles() {
         assert_eq!(back, f);
     }
 }
+
+/// Parameters read back bit for bit, including numbers that serde_json's
+/// default float parser reads one ulp off (1.9987303674318317, an approximate
+/// `scale_` seen in a CLI test, read as ...003 instead of ...004).
+#[test]
+fn params_numbers_read_back_bit_for_bit() {
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut values = vec![1.9987303674318317, -0.0005733009079285222, 0.013294757464848584, 1e15 + 0.125];
+    values.extend((0..2000).map(|_| (rng.random::<f64>() - 0.5) * 10f64.powi(rng.random_range(-20..20))));
+    let cols = vec![vec![1.0, 2.0, 4.0]; values.len()];
+    let (mut f, _) = fit(&robust((25.0, 75.0)), &mut MemorySource::from_columns(cols, 3), approx()).unwrap();
+    f.attrs.scale_ = Some(values.clone());
+    let names = (0..values.len()).map(|j| format!("c{j}")).collect();
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("p.json");
+    ParamsFile::new(&f, names, vec!["float64".to_owned(); values.len()]).unwrap().save(&path).unwrap();
+    let back = ParamsFile::load(&path).unwrap().fitted(&path).unwrap();
+    for (a, b) in values.iter().zip(back.attrs.scale_.as_ref().unwrap()) {
+        assert_eq!(a.to_bits(), b.to_bits(), "seed {seed}: {a:?} read back as {b:?}");
+    }
+}

@@ -294,3 +294,110 @@ fn normalizer_refuses_missing_values_naming_the_line() {
         &["gap.parquet", "row 5", "column \"y\""],
     );
 }
+
+/// SplitMix64 from a fresh seed: the `--approx` test's data (printed on failure).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// `--approx` end to end: one pass with a KLL sketch per column; `center_` and
+/// `scale_` are within twice the sketch's documented rank error (1.33% of the
+/// column's count, at 99% confidence per quantile) of the exact fit's, the file
+/// says the quantiles are approximate, and `--approx` with another scaler is
+/// refused.
+#[test]
+fn approx_robust_fit_is_within_the_rank_bound_of_the_exact_fit() {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
+    let mut rng = SplitMix(seed);
+    let n = 30_000;
+    // a: uniform with 5% missing; b: 1e15 + integers (ties); c: Cauchy (heavy tails).
+    let mut cols: [Vec<f64>; 3] = [vec![], vec![], vec![]];
+    let mut text = String::from("a,b,c,name\n");
+    for i in 0..n {
+        let a = if rng.uniform() < 0.05 { f64::NAN } else { rng.uniform() * 200.0 - 100.0 };
+        let b = 1e15 + (rng.uniform() * 500.0).floor();
+        let c = (std::f64::consts::PI * (rng.uniform() - 0.5)).tan();
+        let field = |x: f64| if x.is_nan() { String::new() } else { format!("{x}") };
+        text.push_str(&format!("{},{},{},r{i}\n", field(a), field(b), field(c)));
+        for (col, x) in cols.iter_mut().zip([a, b, c]) {
+            col.push(x);
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "d.csv", &text);
+    let run = |args: &[&str]| {
+        let o = normkit(d.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.path().join(name)).unwrap()).unwrap()
+    };
+    for (qr, qlo, qhi) in [("25,75", 25.0, 75.0), ("5,99", 5.0, 99.0)] {
+        run(&["fit", "d.csv", "--scaler", "robust", "--quantile-range", qr, "--approx", "--params", "a.json"]);
+        run(&["fit", "d.csv", "--scaler", "robust", "--quantile-range", qr, "--params", "e.json"]);
+        let (a, e) = (json("a.json"), json("e.json"));
+        assert_eq!(a["quantiles"]["method"], "approximate");
+        assert_eq!(a["quantiles"]["sketch"], "kll");
+        assert_eq!(a["quantiles"]["k"], 200);
+        let eps = a["quantiles"]["normalized_rank_error"].as_f64().unwrap();
+        assert!((eps - 0.0133).abs() < 1e-4, "{eps}");
+        assert!(e.get("quantiles").is_none(), "an exact fit has no \"quantiles\": {e}");
+        for (j, col) in cols.iter().enumerate() {
+            let mut v: Vec<f64> = col.iter().copied().filter(|x| !x.is_nan()).collect();
+            v.sort_by(f64::total_cmp);
+            let m = 2.0 * eps * v.len() as f64 + 2.0; // allowed ranks
+            let at = |r: f64| v[(r.max(0.0) as usize).min(v.len() - 1)];
+            let n1 = (v.len() - 1) as f64;
+            // center_: the value at a rank within m of the median's.
+            let (ac, ec) =
+                (a["attributes"]["center_"][j].as_f64().unwrap(), e["attributes"]["center_"][j].as_f64().unwrap());
+            let h = n1 / 2.0;
+            assert!(
+                at((h - m).floor()) <= ac && ac <= at((h + m).ceil()),
+                "seed {seed} column {j}: center_ {ac}, exact {ec}"
+            );
+            // scale_: q_hi - q_lo, each moved by at most m ranks.
+            let (acs, ecs) =
+                (a["attributes"]["scale_"][j].as_f64().unwrap(), e["attributes"]["scale_"][j].as_f64().unwrap());
+            let (hl, hh) = (n1 * qlo / 100.0, n1 * qhi / 100.0);
+            let ends = [at((hh - m).floor()), at((hl + m).ceil()), at((hh + m).ceil()), at((hl - m).floor())];
+            let tol = 8.0 * f64::EPSILON * ends.iter().fold(0.0f64, |s, x| s.max(x.abs()));
+            let (lo, hi) = (ends[0] - ends[1] - tol, ends[2] - ends[3] + tol);
+            assert!(
+                lo <= acs && acs <= hi,
+                "seed {seed} column {j} {qr}: scale_ {acs} not in [{lo}, {hi}], exact {ecs}"
+            );
+            assert!(lo <= ecs && ecs <= hi, "the exact scale_ {ecs} is in the band too");
+        }
+    }
+    // fit-transform --approx writes the scaled file; transform reads the approximate parameters.
+    run(&["fit-transform", "d.csv", "-o", "o.csv", "--scaler", "robust", "--approx", "--params", "p.json"]);
+    run(&["transform", "d.csv", "-o", "t.csv", "--params", "p.json"]);
+    let out = std::fs::read_to_string(d.path().join("o.csv")).unwrap();
+    assert_eq!(out.lines().count(), n + 1);
+    let again = std::fs::read_to_string(d.path().join("t.csv")).unwrap();
+    for (i, (x, y)) in out.lines().zip(again.lines()).enumerate() {
+        assert_eq!(x, y, "line {}: transform with the saved parameters differs from fit-transform", i + 1);
+    }
+    // --approx belongs to the robust scaler.
+    for scaler in ["standard", "minmax"] {
+        assert_refused(
+            d.path(),
+            &["fit", "d.csv", "--scaler", scaler, "--approx", "--params", "x.json"],
+            &["--approx", "robust", scaler],
+        );
+        assert_refused(
+            d.path(),
+            &["fit-transform", "d.csv", "-o", "x.csv", "--scaler", scaler, "--approx"],
+            &["--approx", "robust"],
+        );
+    }
+}

@@ -90,11 +90,12 @@ fn forward_rows<T: Float>(
     stream: bool,
 ) {
     let rows = x.chunks_exact(n).zip(y.chunks_exact_mut(n));
-    for ((xr, yr), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
+    for (i, ((xr, yr), (m, r))) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())).enumerate() {
         let stats = simd::row_moments(xr);
         let mu = stats.mean();
         let rs = (stats.var_biased() + eps).sqrt().recip();
-        normalize_row(xr, yr, mu, rs, affine, stream);
+        let next = x.get((i + 1) * n..(i + 2) * n).unwrap_or_default();
+        normalize_row(xr, yr, mu, rs, affine, stream, next);
         *m = T::from_acc(mu);
         *r = T::from_acc(rs);
     }
@@ -102,13 +103,24 @@ fn forward_rows<T: Float>(
 
 /// `y_j = (x_j - mean) · rstd · weight_j + bias_j` for one row, chunk by chunk;
 /// with `stream`, each chunk is computed into an L1 buffer and written out with
-/// non-temporal stores.
+/// non-temporal stores. Each chunk also prefetches the same chunk of `next`,
+/// the row to be normalized after this one (empty for none).
 #[inline(always)]
-fn normalize_row<T: Float>(x: &[T], y: &mut [T], mean: T::Acc, rstd: T::Acc, affine: Affine<'_, T>, stream: bool) {
+#[allow(clippy::too_many_arguments)]
+fn normalize_row<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    mean: T::Acc,
+    rstd: T::Acc,
+    affine: Affine<'_, T>,
+    stream: bool,
+    next: &[T],
+) {
     let mut buf = [T::default(); CHUNK];
     for (c, (xc, yc)) in x.chunks(CHUNK).zip(y.chunks_mut(CHUNK)).enumerate() {
         // The weight and bias were checked to hold `n >= c·CHUNK + xc.len()` values.
         let range = c * CHUNK..c * CHUNK + xc.len();
+        simd::prefetch(next.get(range.clone()).unwrap_or_default());
         let (w, b) = (affine.weight.map(|w| &w[range.clone()]), affine.bias.map(|b| &b[range]));
         if stream {
             let out = &mut buf[..xc.len()];
@@ -252,7 +264,10 @@ fn backward_rows<T: Float>(
         let groups = x.chunks_exact(group_len).zip(dy.chunks_exact(group_len)).zip(dx.chunks_exact_mut(group_len));
         let stats = mean.chunks_exact(ROW_GROUP).zip(rstd.chunks_exact(ROW_GROUP));
         for (((xg, dyg), dxg), (mg, rg)) in groups.zip(stats) {
-            backward_group(xg, dyg, n, mg, rg, w, dxg, dw, db, stream, inv_n);
+            let next_rows = grouped + ROW_GROUP..grouped + 2 * ROW_GROUP;
+            let next = (x.get(next_rows.start * n..next_rows.end * n), dy.get(next_rows.start * n..next_rows.end * n));
+            let next = (next.0.unwrap_or_default(), next.1.unwrap_or_default());
+            backward_group(xg, dyg, n, mg, rg, w, dxg, dw, db, stream, inv_n, next);
             grouped += ROW_GROUP;
         }
     }
@@ -335,8 +350,8 @@ const ROW_GROUP: usize = 4;
 /// once per row (for rows of 4096 the partials are 64 KiB of `f64`, in L2, and
 /// that traffic cost more than the rest of the sweep). The terms are still
 /// added one row at a time in row order, so the sums are bitwise the same as
-/// row by row. Measured with `cargo run --release -p normkit --example
-/// kernel_probe` (f32 rows of 4096 in cache, one thread): README "Performance".
+/// row by row. Each chunk also prefetches the next group's rows (`next_x`,
+/// `next_dy`, empty for none).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn backward_group<T: Float>(
@@ -351,6 +366,7 @@ fn backward_group<T: Float>(
     db: &mut [T::Acc],
     stream: bool,
     inv_n: T::Acc,
+    (next_x, next_dy): (&[T], &[T]),
 ) {
     let zero = T::Acc::zero();
     let xs: [&[T]; ROW_GROUP] = std::array::from_fn(|k| x.get(k * n..(k + 1) * n).unwrap_or_default());
@@ -374,6 +390,13 @@ fn backward_group<T: Float>(
     for start in (0..n).step_by(CHUNK) {
         let range = start..(start + CHUNK).min(n);
         let len = range.len();
+        // The next group's rows are read from memory while these are finished
+        // from cache.
+        for k in 0..ROW_GROUP {
+            let next_range = k * n + range.start..k * n + range.end;
+            simd::prefetch(next_x.get(next_range.clone()).unwrap_or_default());
+            simd::prefetch(next_dy.get(next_range).unwrap_or_default());
+        }
         let xc: [&[T]; ROW_GROUP] = std::array::from_fn(|k| &xs[k][range.clone()]);
         let dyc: [&[T]; ROW_GROUP] = std::array::from_fn(|k| &dys[k][range.clone()]);
         let (w, dw, db) = (&weight[range.clone()], &mut dw[range.clone()], &mut db[range.clone()]);

@@ -86,11 +86,16 @@ pub(crate) fn forward<T: Float>(
                     let (mu, rs) = (m.mean(), (m.var_biased() + eps).sqrt().recip());
                     *st = (mu, rs);
                     let c0 = ((first + j) % groups) * cpg;
+                    // The next group is read from memory while this one is
+                    // normalized from cache.
+                    let next = x.get((j + 1) * glen..(j + 2) * glen).unwrap_or_default();
+                    let mut next_chunks = next.chunks(simd::CHUNK);
                     for (k, (xr, yr)) in xg.chunks_exact(spatial).zip(yg.chunks_exact_mut(spatial)).enumerate() {
                         let c = c0 + k;
                         let scale = rs * super::param_at(affine.weight, c, T::Acc::one());
                         let shift = super::param_at(affine.bias, c, T::Acc::zero());
                         for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
+                            simd::prefetch(next_chunks.next().unwrap_or_default());
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                             for (o, &v) in out.iter_mut().zip(xc) {
                                 *o = T::from_acc((v.to_acc() - mu) * scale + shift);

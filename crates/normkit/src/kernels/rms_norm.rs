@@ -70,10 +70,13 @@ fn forward_rows<T: Float>(
 ) {
     let inv_n = T::Acc::from_count(n as u64).recip();
     let mut buf = [T::default(); CHUNK];
-    for ((xr, yr), r) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd.iter_mut()) {
+    for (i, ((xr, yr), r)) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd.iter_mut()).enumerate() {
         let sum_sq = simd::lane_sum(xr, |x| x * x);
         let rs = (sum_sq * inv_n + eps).sqrt().recip();
+        // The next row is read from memory while this one is normalized from cache.
+        let next = x.get((i + 1) * n..(i + 2) * n).unwrap_or_default();
         for (c, (xc, yc)) in xr.chunks(CHUNK).zip(yr.chunks_mut(CHUNK)).enumerate() {
+            simd::prefetch(next.get(c * CHUNK..c * CHUNK + xc.len()).unwrap_or_default());
             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
             match weight {
                 // The weight was checked to hold `n` values.

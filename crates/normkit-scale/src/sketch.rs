@@ -17,7 +17,7 @@
 //! ```
 //!
 //! (DataSketches' empirical fit, [`ColumnSketch::normalized_rank_error`]; for
-//! `n` below about `k` the sketch keeps every value and is exact). The error
+//! `n <= k` the sketch keeps every value and is exact). The error
 //! is random (compaction keeps the odd or the even items by a coin toss), so
 //! two fits of the same data may differ slightly.
 //!
@@ -228,12 +228,12 @@ mod tests {
 
     #[test]
     fn exact_while_the_sketch_keeps_every_value() {
-        // 150 values, fewer than k = 200: no compaction, so numpy's result exactly.
-        let xs: Vec<f64> = (0..150).map(|i| ((i * 37) % 150) as f64 * 0.25 - 3.0).collect();
+        // 200 values, k = 200: no compaction yet, so numpy's result exactly.
+        let xs: Vec<f64> = (0..200).map(|i| ((i * 37) % 200) as f64 * 0.25 - 3.0).collect();
         let mut s = ColumnSketch::new(200).unwrap();
         s.extend_from(&xs);
         s.extend_from(&[f64::NAN]);
-        assert_eq!(s.count(), 150);
+        assert_eq!((s.count(), s.retained()), (200, 200));
         for q in [0.0, 1.0, 10.0, 25.0, 33.3, 50.0, 75.0, 99.9, 100.0] {
             assert_eq!(s.percentile(q), nanpercentile(&xs, q), "q = {q}");
         }
@@ -242,6 +242,9 @@ mod tests {
         one.extend_from(&[7.5]);
         assert_eq!(one.percentiles(&[0.0, 50.0, 100.0]), vec![7.5, 7.5, 7.5]);
         assert!(ColumnSketch::new(200).unwrap().median().is_nan());
+        // The 201st value compacts: the sketch then holds fewer values than it saw.
+        s.extend_from(&[1.0]);
+        assert!(s.retained() < 201);
     }
 
     #[test]

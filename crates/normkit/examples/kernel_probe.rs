@@ -16,7 +16,7 @@ fn best_ns(name: &str, elems: usize, reps: usize, mut f: impl FnMut()) -> f64 {
         return f64::NAN;
     }
     let mut best = f64::INFINITY;
-    for _ in 0..200 {
+    for _ in 0..if std::env::var_os("MEM").is_some() { 9 } else { 200 } {
         let t = Instant::now();
         for _ in 0..reps {
             f();
@@ -31,8 +31,11 @@ fn main() -> Result<(), normkit::Error> {
     rayon::ThreadPoolBuilder::new().num_threads(1).build_global().ok();
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(4096);
     // About 256 KiB of x (at least 16 rows, so that the backward passes' blocks
-    // of rows are as on large inputs): in L2 with y, dy and dx.
-    let rows = (65536 / n).max(16);
+    // of rows are as on large inputs): in L2 with y, dy and dx. With `MEM=1` in
+    // the environment, 128 MiB instead: from memory, as `normkit bench` (but the
+    // fastest of 200 calls rather than a median).
+    let from_memory = std::env::var_os("MEM").is_some();
+    let rows = if from_memory { (32 << 20) / n } else { (65536 / n).max(16) };
     let len = rows * n;
     let x: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 + 3.0).collect();
     let dy: Vec<f32> = (0..len).map(|i| ((i * 104729) % 997) as f32 * 1e-3 - 0.5).collect();
@@ -40,7 +43,8 @@ fn main() -> Result<(), normkit::Error> {
     let (mut y, mut mean, mut rstd) = (vec![0f32; len], vec![0f32; rows], vec![0f32; rows]);
     let (mut dw, mut db) = (vec![0f32; n], vec![0f32; n]);
     let reps = (1 << 20) / len + 1;
-    println!("f32, {rows} rows of {n}, in cache, one thread: ns per element (best of 200 batches)");
+    let place = if from_memory { "from memory" } else { "in cache" };
+    println!("f32, {rows} rows of {n}, {place}, one thread: ns per element (best of 200 batches)");
 
     let ln_f = best_ns("ln_fwd", len, reps, || {
         let r = kernels::layer_norm_forward(&x, n, Affine::new(&w, &b), 1e-5, &mut y, &mut mean, &mut rstd);

@@ -41,7 +41,10 @@ fn ref_group_norm(x: &[f64], shape: &[usize], groups: usize, w: Option<&[f64]>, 
     for k in 0..stats {
         let n = values(k).count() as f64;
         let mean = sum(values(k)) / n;
-        let m2 = sum(values(k).map(|v| (v - mean) * (v - mean)));
+        // Corrected two-pass (see batch_norm.rs's reference): without the
+        // second term the mean's rounding adds n·δ² to M2.
+        let dev = sum(values(k).map(|v| v - mean));
+        let m2 = sum(values(k).map(|v| (v - mean) * (v - mean))) - dev * dev / n;
         r.mean.push(mean);
         r.var_biased.push(m2 / n);
         r.var_unbiased.push(m2 / (n - 1.0));

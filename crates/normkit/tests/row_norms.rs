@@ -30,7 +30,10 @@ fn ref_layer_norm(x: &[f64], n: usize, w: Option<&[f64]>, b: Option<&[f64]>, eps
     let mut out = RefOut { y: vec![], mean: vec![], rstd: vec![] };
     for row in x.chunks(n) {
         let mean = sum(row.iter().copied()) / n as f64;
-        let var = sum(row.iter().map(|v| (v - mean) * (v - mean))) / n as f64;
+        // Corrected two-pass: without the second term the mean's rounding δ
+        // adds δ² to the variance (3e-9 relative at 1e6 ± 1e-6).
+        let dev = sum(row.iter().map(|v| v - mean));
+        let var = (sum(row.iter().map(|v| (v - mean) * (v - mean))) - dev * dev / n as f64) / n as f64;
         let rstd = 1.0 / (var + eps).sqrt();
         for (j, v) in row.iter().enumerate() {
             let wj = w.map_or(1.0, |w| w[j]);

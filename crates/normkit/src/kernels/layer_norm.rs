@@ -256,24 +256,6 @@ fn backward_rows<T: Float>(
     stream: bool,
 ) {
     let inv_n = T::Acc::from_count(n as u64).recip();
-    // The usual case, weight and both parameter gradients, goes by groups of
-    // rows; any rows left over (and the other cases) go one by one below.
-    let mut grouped = 0;
-    if let (Some(w), Some(dw), Some(db)) = (weight, dw.as_deref_mut(), db.as_deref_mut()) {
-        let group_len = ROW_GROUP * n;
-        let groups = x.chunks_exact(group_len).zip(dy.chunks_exact(group_len)).zip(dx.chunks_exact_mut(group_len));
-        let stats = mean.chunks_exact(ROW_GROUP).zip(rstd.chunks_exact(ROW_GROUP));
-        for (((xg, dyg), dxg), (mg, rg)) in groups.zip(stats) {
-            let next_rows = grouped + ROW_GROUP..grouped + 2 * ROW_GROUP;
-            let next = (x.get(next_rows.start * n..next_rows.end * n), dy.get(next_rows.start * n..next_rows.end * n));
-            let next = (next.0.unwrap_or_default(), next.1.unwrap_or_default());
-            backward_group(xg, dyg, n, mg, rg, w, dxg, dw, db, stream, inv_n, next);
-            grouped += ROW_GROUP;
-        }
-    }
-    let (x, dy, dx) = (&x[grouped * n..], &dy[grouped * n..], &mut dx[grouped * n..]);
-    let (mean, rstd) = (&mean[grouped..], &rstd[grouped..]);
-
     let mut buf = [T::default(); CHUNK];
     let rows = x.chunks_exact(n).zip(dy.chunks_exact(n)).zip(dx.chunks_exact_mut(n));
     for (((xr, dyr), dxr), (&m, &r)) in rows.zip(mean.iter().zip(rstd)) {
@@ -336,92 +318,6 @@ fn backward_rows<T: Float>(
                 for (a, &dy) in db[range].iter_mut().zip(dyc) {
                     *a = *a + dy.to_acc();
                 }
-            }
-        }
-    }
-}
-
-/// Rows whose `dweight`/`dbias` terms [`backward_group`] adds in one sweep.
-const ROW_GROUP: usize = 4;
-
-/// [`backward_rows`] for [`ROW_GROUP`] rows with a weight and both parameter
-/// gradients. The second sweep goes over the rows' columns together, so each
-/// `dweight`/`dbias` partial is loaded and stored once per group rather than
-/// once per row (for rows of 4096 the partials are 64 KiB of `f64`, in L2, and
-/// that traffic cost more than the rest of the sweep). The terms are still
-/// added one row at a time in row order, so the sums are bitwise the same as
-/// row by row. Each chunk also prefetches the next group's rows (`next_x`,
-/// `next_dy`, empty for none).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn backward_group<T: Float>(
-    x: &[T],
-    dy: &[T],
-    n: usize,
-    mean: &[T],
-    rstd: &[T],
-    weight: &[T],
-    dx: &mut [T],
-    dw: &mut [T::Acc],
-    db: &mut [T::Acc],
-    stream: bool,
-    inv_n: T::Acc,
-    (next_x, next_dy): (&[T], &[T]),
-) {
-    let zero = T::Acc::zero();
-    let xs: [&[T]; ROW_GROUP] = std::array::from_fn(|k| x.get(k * n..(k + 1) * n).unwrap_or_default());
-    let dys: [&[T]; ROW_GROUP] = std::array::from_fn(|k| dy.get(k * n..(k + 1) * n).unwrap_or_default());
-    let mut dx_rows = dx.chunks_exact_mut(n);
-    let mut dxs: [&mut [T]; ROW_GROUP] = std::array::from_fn(|_| dx_rows.next().unwrap_or_default());
-
-    // Sweep 1 of each row, from memory: (mean, rstd, mean(g), mean(g · x̂)).
-    let mut coef = [[zero; 4]; ROW_GROUP];
-    for (k, c) in coef.iter_mut().enumerate() {
-        let (m, r) = (mean.get(k).map_or(zero, |v| v.to_acc()), rstd.get(k).map_or(zero, |v| v.to_acc()));
-        let (sum_g, sum_gx) = simd::lane_sum2_zip3(xs[k], dys[k], weight, |x, dy, w| {
-            let g = w * dy;
-            (g, g * ((x - m) * r))
-        });
-        *c = [m, r, sum_g * inv_n, sum_gx * inv_n];
-    }
-
-    // Sweep 2, from cache, chunk by chunk over the rows together.
-    let mut bufs = [[T::default(); CHUNK]; ROW_GROUP];
-    for start in (0..n).step_by(CHUNK) {
-        let range = start..(start + CHUNK).min(n);
-        let len = range.len();
-        // The next group's rows are read from memory while these are finished
-        // from cache.
-        for k in 0..ROW_GROUP {
-            let next_range = k * n + range.start..k * n + range.end;
-            simd::prefetch(next_x.get(next_range.clone()).unwrap_or_default());
-            simd::prefetch(next_dy.get(next_range).unwrap_or_default());
-        }
-        let xc: [&[T]; ROW_GROUP] = std::array::from_fn(|k| &xs[k][range.clone()]);
-        let dyc: [&[T]; ROW_GROUP] = std::array::from_fn(|k| &dys[k][range.clone()]);
-        let (w, dw, db) = (&weight[range.clone()], &mut dw[range.clone()], &mut db[range.clone()]);
-        {
-            let outs: [&mut [T]; ROW_GROUP] = match stream {
-                true => bufs.each_mut().map(|b| &mut b[..len]),
-                false => dxs.each_mut().map(|d| &mut d[range.clone()]),
-            };
-            for j in 0..len {
-                let wj = w[j].to_acc();
-                let (mut a, mut b) = (dw[j], db[j]);
-                for k in 0..ROW_GROUP {
-                    let [m, r, mean_g, mean_gx] = coef[k];
-                    let (xh, d) = ((xc[k][j].to_acc() - m) * r, dyc[k][j].to_acc());
-                    outs[k][j] = T::from_acc(r * (wj * d - mean_g - xh * mean_gx));
-                    a = a + d * xh;
-                    b = b + d;
-                }
-                dw[j] = a;
-                db[j] = b;
-            }
-        }
-        if stream {
-            for (d, b) in dxs.iter_mut().zip(&bufs) {
-                simd::stream_copy(&mut d[range.clone()], &b[..len]);
             }
         }
     }

@@ -69,12 +69,17 @@ fn main() -> Result<(), normkit::Error> {
     println!("rms_norm   bwd  {rms_b:.3}");
     // GroupNorm (32 groups) and BatchNorm training over [2, 64, h·w] with the
     // same number of elements, NCHW and channels-last.
-    let (c, spatial) = (64, len / 128);
+    // `GN_SPATIAL=3136` in the environment: [len / (64·3136), 64, 3136], groups
+    // of 2·3136 values as GroupNorm over [32,64,56,56] (GroupNorm only).
+    let c = 64;
+    let gn_spatial: usize = std::env::var("GN_SPATIAL").ok().and_then(|v| v.parse().ok()).unwrap_or(len / 128);
+    let (batch, spatial) = ((len / (c * gn_spatial)).max(1), len / 128);
     let (wc, bc) = (vec![1.5f32; c], vec![0.25f32; c]);
-    let layout = kernels::GroupLayout::new(2, c, spatial, 32)?;
-    let (mut gm, mut gr) = (vec![0f32; 64], vec![0f32; 64]);
+    let layout = kernels::GroupLayout::new(batch, c, gn_spatial, 32)?;
+    let (mut gm, mut gr) = (vec![0f32; 32 * batch], vec![0f32; 32 * batch]);
     let gn_f = best_ns("gn_fwd", len, reps, || {
-        let r = kernels::group_norm_forward(&x, layout, Affine::new(&wc, &bc), 1e-5, &mut y, &mut gm, &mut gr);
+        let (x, y) = (&x[..batch * c * gn_spatial], &mut y[..batch * c * gn_spatial]);
+        let r = kernels::group_norm_forward(x, layout, Affine::new(&wc, &bc), 1e-5, y, &mut gm, &mut gr);
         black_box(r).ok();
     });
     println!("group_norm fwd  {gn_f:.3}");

@@ -66,10 +66,11 @@ pub fn layer_norm_forward<T: Float>(
     let eps = check_eps::<T::Acc>(eps)?;
     let stream = simd::should_stream::<T>(y.len());
 
-    let task = |x: &[T], y: &mut [T], mean: &mut [T], rstd: &mut [T]| {
+    // A task's rows, and the rows after them (the first of which it prefetches).
+    let task = |(x, after): (&[T], &[T]), y: &mut [T], mean: &mut [T], rstd: &mut [T]| {
         simd::vectorized(
             #[inline(always)]
-            || forward_rows(x, n, affine, eps, y, mean, rstd, stream),
+            || forward_rows((x, after), n, affine, eps, y, mean, rstd, stream),
         );
         if stream {
             simd::stream_fence();
@@ -79,18 +80,22 @@ pub fn layer_norm_forward<T: Float>(
         let rpt = simd::rows_per_task(n);
         let x_tasks = x.par_chunks(rpt * n).zip(y.par_chunks_mut(rpt * n));
         let stat_tasks = mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt));
-        x_tasks.zip(stat_tasks).for_each(|((x, y), (m, r))| task(x, y, m, r));
+        x_tasks
+            .zip(stat_tasks)
+            .enumerate()
+            .for_each(|(t, ((xt, y), (m, r)))| task((xt, x.get((t + 1) * rpt * n..).unwrap_or_default()), y, m, r));
     } else {
-        task(x, y, mean, rstd);
+        task((x, &[]), y, mean, rstd);
     }
     Ok(())
 }
 
-/// The forward pass over whole rows; `x.len() == y.len() == n · mean.len()`.
+/// The forward pass over whole rows; `x.len() == y.len() == n · mean.len()`;
+/// `after` holds the rows after `x` (the first is prefetched with the last row).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Float>(
-    x: &[T],
+    (x, after): (&[T], &[T]),
     n: usize,
     affine: Affine<'_, T>,
     eps: T::Acc,
@@ -104,7 +109,7 @@ fn forward_rows<T: Float>(
         let stats = simd::row_moments(xr);
         let mu = stats.mean();
         let rs = (stats.var_biased() + eps).sqrt().recip();
-        let next = x.get((i + 1) * n..(i + 2) * n).unwrap_or_default();
+        let next = x.get((i + 1) * n..(i + 2) * n).or_else(|| after.get(..n)).unwrap_or_default();
         normalize_row(xr, yr, mu, rs, affine, stream, next);
         *m = T::from_acc(mu);
         *r = T::from_acc(rs);

@@ -186,7 +186,7 @@ fn normalize_chunk<T: Float>(x: &[T], y: &mut [T], w: Option<&[T]>, b: Option<&[
 /// One sweep over each row of `(x, dy)` from memory gathers the two means; a
 /// second sweep over the same row, now in cache, writes `dx` and adds the row's
 /// `dweight`/`dbias` terms into the partial sums of its block of rows. The
-/// blocks are fixed by the shape ([`simd::param_blocks`]) and their partials are
+/// blocks are fixed by the shape (`param_blocks` in the SIMD module) and their partials are
 /// added in block order, so the gradients are bitwise identical with any number
 /// of threads. Beyond the outputs, this allocates only those partials (at most
 /// 8 MiB, none when neither `dweight` nor `dbias` is asked for).

@@ -14,8 +14,8 @@
 //! every other tensor has the module's element type and shape (`[C]`, or
 //! `normalized_shape` for LayerNorm and RMSNorm).
 //!
-//! With the `safetensors` feature, [`Stateful::save_safetensors`] and
-//! [`Stateful::load_safetensors`] write and read these tensors as a
+//! With the `safetensors` feature, `Stateful::save_safetensors` and
+//! `Stateful::load_safetensors` write and read these tensors as a
 //! safetensors file, the format `safetensors.torch.save_file(model.state_dict())`
 //! writes, so a BatchNorm trained in PyTorch loads here with its running
 //! statistics and gives the same eval output.
@@ -317,31 +317,25 @@ macro_rules! norm_base_slots {
     }};
 }
 
-impl<T: Float> Stateful<T> for BatchNorm<T> {
-    fn state_dict(&self) -> StateDict<T> {
-        let mut m = self.clone();
-        let c = m.num_features();
-        save_slots(norm_base_slots!(m, c))
-    }
+/// `Stateful` for modules with PyTorch's `_NormBase` state ([`norm_base_slots`]).
+macro_rules! impl_norm_base_stateful {
+    ($($module:ident),+) => {$(
+        impl<T: Float> Stateful<T> for $module<T> {
+            fn state_dict(&self) -> StateDict<T> {
+                let mut m = self.clone();
+                let c = m.num_features();
+                save_slots(norm_base_slots!(m, c))
+            }
 
-    fn load_state_dict(&mut self, state: &StateDict<T>, prefix: &str) -> Result<()> {
-        let c = self.num_features();
-        load_slots(norm_base_slots!(self, c), state, prefix)
-    }
+            fn load_state_dict(&mut self, state: &StateDict<T>, prefix: &str) -> Result<()> {
+                let c = self.num_features();
+                load_slots(norm_base_slots!(self, c), state, prefix)
+            }
+        }
+    )+};
 }
 
-impl<T: Float> Stateful<T> for InstanceNorm<T> {
-    fn state_dict(&self) -> StateDict<T> {
-        let mut m = self.clone();
-        let c = m.num_features();
-        save_slots(norm_base_slots!(m, c))
-    }
-
-    fn load_state_dict(&mut self, state: &StateDict<T>, prefix: &str) -> Result<()> {
-        let c = self.num_features();
-        load_slots(norm_base_slots!(self, c), state, prefix)
-    }
-}
+impl_norm_base_stateful!(BatchNorm, InstanceNorm);
 
 impl<T: Float> Stateful<T> for GroupNorm<T> {
     fn state_dict(&self) -> StateDict<T> {

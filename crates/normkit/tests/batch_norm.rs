@@ -462,6 +462,37 @@ fn channels_last_large_offset_keeps_two_pass_accuracy() {
 }
 
 #[test]
+fn f32_channel_sums_that_overflow_or_sit_far_from_zero() {
+    // The statistics' first sweep sums each channel in f32 for a centre that
+    // the f64 sweep corrects: values near f32::MAX overflow that sum (the
+    // kernel falls back to a value of the channel), and values at 1e7 with
+    // spread 3 put the centre many ulps off. Channels-last (the columns path)
+    // and NCHW (the runs path), over several sub-blocks and a ragged tail.
+    let seed: u64 = rand::random();
+    let (n, c, hw) = (5usize, 3usize, 1031usize);
+    let near_max: Vec<f64> = random_vec(n * c * hw, seed, 0.0, 1.0).iter().map(|v| 3.0e38 + 3.0e37 * v).collect();
+    let far: Vec<f64> = random_vec(n * c * hw, seed ^ 1, 0.0, 1.0).iter().map(|v| 1e7 + 3.0 * v).collect();
+    for (label, x) in [("near f32::MAX", near_max), ("mean 1e7", far)] {
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let x64: Vec<f64> = x32.iter().map(|&v| f64::from(v)).collect();
+        for (shape, axis) in [([n, hw, c], 2usize), ([n, c, hw], 1)] {
+            let t = Tensor::new(&shape, x32.clone()).unwrap();
+            let out = ops::batch_norm_train(t.view(), axis as isize, None, None, 0.0).unwrap();
+            let want = ref_batch_norm(&x64, &shape, axis, None, None, 0.0);
+            let got_mean: Vec<f64> = out.save_mean.data().iter().map(|&v| f64::from(v)).collect();
+            let got_rstd: Vec<f64> = out.save_rstd.data().iter().map(|&v| f64::from(v)).collect();
+            let msg = format!("{label}, axis {axis}, seed {seed}");
+            assert_close(&format!("save_mean {msg}"), &got_mean, &want.mean, 0.0, f32::EPSILON as f64);
+            assert_close(&format!("save_rstd {msg}"), &got_rstd, &want.rstd, 0.0, f32::EPSILON as f64);
+            for (k, m) in out.batch_stats.iter().enumerate() {
+                let (got, exact) = (m.var_biased(), want.var_biased[k]);
+                assert!(close(got, exact, 0.0, 1e-12), "variance {msg}, channel {k}: {got} vs {exact}");
+            }
+        }
+    }
+}
+
+#[test]
 fn nan_and_inf_stay_in_their_channel() {
     let shape = [4usize, 3, 5];
     let mut x = random_vec(60, rand::random(), 0.0, 1.0);

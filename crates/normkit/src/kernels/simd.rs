@@ -80,7 +80,7 @@ impl<R, F: FnOnce() -> R> pulp::WithSimd for Inline<F> {
 
 /// Adds the lanes in a fixed pairwise tree: `(l, l+8)`, then `(l, l+4)`, ...
 #[inline(always)]
-pub(crate) fn reduce_lanes<A: AccFloat>(mut acc: [A; LANES]) -> A {
+pub(crate) fn reduce_lanes<A: Copy + std::ops::Add<Output = A>>(mut acc: [A; LANES]) -> A {
     let mut width = LANES / 2;
     while width > 0 {
         for l in 0..width {
@@ -155,15 +155,7 @@ fn native_lane_sum<T: Float>(xs: &[T]) -> T {
     for (a, &x) in acc.iter_mut().zip(tail) {
         *a = *a + x;
     }
-    let mut acc = std::hint::black_box(acc);
-    let mut width = LANES / 2;
-    while width > 0 {
-        for l in 0..width {
-            acc[l] = acc[l] + acc[l + width];
-        }
-        width /= 2;
-    }
-    acc[0]
+    reduce_lanes(std::hint::black_box(acc))
 }
 
 /// `(Σ_i f(x_i).0, Σ_i f(x_i).1)`, two sums in one sweep, each laid out as

@@ -126,7 +126,7 @@ impl<A: AccFloat> Moments<A> {
             dev_sum = dev_sum + d;
             dev_sq = dev_sq + d * d;
         }
-        let m2 = dev_sq - dev_sum * dev_sum / k;
+        let m2 = corrected_m2(dev_sq, dev_sum, k);
         Moments { count: block.len() as u64, mean: m + dev_sum / k, m2 }
     }
 
@@ -173,6 +173,37 @@ impl<A: AccFloat> FromIterator<A> for Moments<A> {
         m.extend(iter);
         m
     }
+}
+
+/// `M2 = Σd² - (Σd)²/k` of `k` deviations `d` from any centre (the corrected
+/// two-pass formula). Exact arithmetic never makes it negative (Cauchy-Schwarz),
+/// but rounding can when the deviations are all nearly equal (a constant block
+/// about an inexact centre): that is clamped to 0, so that a constant input
+/// has variance 0 (and `rstd = inf` with `eps = 0`), not NaN. NaN stays NaN.
+///
+/// A block that is constant (or nearly) about an inexact centre leaves a tiny
+/// positive residue instead; callers recentre such blocks on the refined mean
+/// and sum again ([`needs_recentring`]), which makes a constant block's M2
+/// exactly 0.
+#[inline(always)]
+pub(crate) fn corrected_m2<A: AccFloat>(dev_sq: A, dev_sum: A, k: A) -> A {
+    let m2 = dev_sq - dev_sum * dev_sum / k;
+    if m2 < A::zero() {
+        A::zero()
+    } else {
+        m2
+    }
+}
+
+/// Whether an `m2` from [`corrected_m2`] is at or below that formula's rounding
+/// noise, about `k · ε · Σd²`: the deviations are then all nearly equal, the
+/// block (nearly) constant about an inexact centre, and the caller should
+/// recentre on the refined mean `centre + Σd/k` and sum the deviations again.
+/// Blocks whose centre is within `σ · 10⁶` of their mean (every centre the
+/// kernels compute, short of a constant block) never qualify. NaN never does.
+#[inline(always)]
+pub(crate) fn needs_recentring<A: AccFloat>(m2: A, dev_sq: A, k: A) -> bool {
+    dev_sq > A::zero() && m2 <= k * A::epsilon() * dev_sq
 }
 
 #[cfg(test)]

@@ -493,6 +493,21 @@ fn f32_channel_sums_that_overflow_or_sit_far_from_zero() {
 }
 
 #[test]
+fn constant_channels_have_zero_variance_not_nan() {
+    // As for LayerNorm's rows: a constant channel about an inexact centre must
+    // give variance 0 (rstd inf with eps = 0), in both layouts.
+    for value in [0.1f32, 7.7, -2.5e6] {
+        for (shape, axis) in [([300usize, 7, 3], 2isize), ([3, 7, 300], 1)] {
+            let t = Tensor::new(&shape, vec![value; 300 * 7 * 3]).unwrap();
+            let out = ops::batch_norm_train(t.view(), axis, None, None, 0.0).unwrap();
+            let rstd = out.save_rstd.data();
+            assert!(rstd.iter().all(|r| r.is_infinite() && *r > 0.0), "{value}, axis {axis}: rstd {rstd:?}");
+            assert!(out.batch_stats.iter().all(|m| m.m2() == 0.0), "{value}, axis {axis}");
+        }
+    }
+}
+
+#[test]
 fn nan_and_inf_stay_in_their_channel() {
     let shape = [4usize, 3, 5];
     let mut x = random_vec(60, rand::random(), 0.0, 1.0);

@@ -419,6 +419,28 @@ fn f32_rows_whose_f32_sum_overflows_or_sits_far_from_zero() {
 }
 
 #[test]
+fn constant_rows_have_zero_variance_not_nan() {
+    // A constant row about an inexact centre (0.1 summed in f32 is not 0.1·k)
+    // gives deviations that are all nearly equal, and the corrected two-pass
+    // formula can round below zero: with eps = 0 that was rstd = NaN instead
+    // of PyTorch's inf (a generated conformance case found it).
+    for value in [0.1f64, 1.0 / 3.0, 7.7, -2.5e6, 1e7 + 1.0] {
+        for n in [1usize, 5, 6, 2049, 4099] {
+            let x32 = vec![value as f32; 2 * n];
+            let (mut y, mut mean, mut rstd) = (vec![0f32; 2 * n], vec![0f32; 2], vec![0f32; 2]);
+            kernels::layer_norm_forward(&x32, n, Affine::none(), 0.0, &mut y, &mut mean, &mut rstd).unwrap();
+            assert!(rstd.iter().all(|r| r.is_infinite() && *r > 0.0), "f32 {value} x {n}: rstd {rstd:?}");
+            assert!(mean.iter().all(|&m| m == value as f32), "f32 {value} x {n}: mean {mean:?}");
+            let x64 = vec![value; 2 * n];
+            let (mut y, mut mean, mut rstd) = (vec![0f64; 2 * n], vec![0f64; 2], vec![0f64; 2]);
+            kernels::layer_norm_forward(&x64, n, Affine::none(), 0.0, &mut y, &mut mean, &mut rstd).unwrap();
+            assert!(rstd.iter().all(|r| r.is_infinite() && *r > 0.0), "f64 {value} x {n}: rstd {rstd:?}");
+            assert!(mean.iter().all(|&m| m == value), "f64 {value} x {n}: mean {mean:?}");
+        }
+    }
+}
+
+#[test]
 fn huge_f32_values_normalize_without_overflow() {
     // 1e30² overflows f32; the f64 accumulator does not, so rows of values near
     // 1e30 normalize like any others (PyTorch's f32 kernels return NaN/0 here).

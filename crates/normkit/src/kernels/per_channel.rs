@@ -30,7 +30,7 @@
 use super::batch_norm::ChannelLayout;
 use super::simd;
 use crate::float::{AccFloat, Float};
-use crate::moments::Moments;
+use crate::moments::{corrected_m2, needs_recentring, Moments};
 use num_traits::{Float as _, Zero as _};
 use rayon::prelude::*;
 
@@ -181,15 +181,17 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
         for (c, &first) in centre.iter_mut().zip(first_row) {
             *c = if c.is_finite() { *c * inv } else { first.to_acc() };
         }
-        // Sweep 2 (from cache): deviations from the centres.
-        dsum.fill(zero);
-        dsq.fill(zero);
-        for row in sub.chunks_exact(cols) {
-            for (((p, q), &c), &v) in dsum.iter_mut().zip(dsq.iter_mut()).zip(&centre).zip(row) {
-                let d = v.to_acc() - c;
-                *p = *p + d;
-                *q = *q + d * d;
+        // Sweep 2 (from cache): deviations from the centres; once more about
+        // the refined means if a column is (nearly) constant about an inexact
+        // centre, as in `simd::shifted_moments`.
+        let k = T::Acc::from_count(r as u64);
+        column_deviations(sub, &centre, &mut dsum, &mut dsq);
+        let at_noise = dsum.iter().zip(&dsq).any(|(&p, &q)| needs_recentring(corrected_m2(q, p, k), q, k));
+        if at_noise {
+            for (c, &p) in centre.iter_mut().zip(&dsum) {
+                *c = *c + p * inv;
             }
+            column_deviations(sub, &centre, &mut dsum, &mut dsq);
         }
         // Chan's merge of (count, mean, m2) with this sub-block's (r, mb, m2b).
         let (na, nb) = (T::Acc::from_count(count as u64), T::Acc::from_count(r as u64));
@@ -200,7 +202,7 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
         let sub_stats = centre.iter().zip(shift).zip(dsum.iter().zip(&dsq));
         for ((mean, m2), ((&c, &s), (&p, &q))) in acc.zip(sub_stats) {
             let mb = (c - s) + p * inv;
-            let m2b = q - p * p * inv;
+            let m2b = corrected_m2(q, p, k);
             if first {
                 (*mean, *m2) = (mb, m2b);
             } else {
@@ -210,6 +212,20 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
             }
         }
         count += r;
+    }
+}
+
+/// `(Σ d, Σ d²)` per column of the rows `x`, with `d = x - centre` in `T::Acc`.
+#[inline(always)]
+fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], dsum: &mut [T::Acc], dsq: &mut [T::Acc]) {
+    dsum.fill(T::Acc::zero());
+    dsq.fill(T::Acc::zero());
+    for row in x.chunks_exact(centre.len()) {
+        for (((p, q), &c), &v) in dsum.iter_mut().zip(dsq.iter_mut()).zip(centre).zip(row) {
+            let d = v.to_acc() - c;
+            *p = *p + d;
+            *q = *q + d * d;
+        }
     }
 }
 

@@ -26,9 +26,9 @@
 //! at the thread count.
 
 use crate::float::{AccFloat, Float};
-use crate::moments::Moments;
 #[cfg(doc)]
 use crate::moments::BLOCK;
+use crate::moments::{corrected_m2, needs_recentring, Moments};
 use num_traits::Zero as _;
 
 /// Accumulator lanes of every reduction: 16 `f64` lanes fill two AVX-512
@@ -353,14 +353,25 @@ pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::A
         // Sweep 1 (from memory): a first estimate of the block's mean.
         let sum = native_lane_sum(block);
         let first = block.first().map_or(T::Acc::zero(), |x| x.to_acc());
-        let centre = if sum.is_finite() { sum.to_acc() / k } else { first };
+        let mut centre = if sum.is_finite() { sum.to_acc() / k } else { first };
         // Sweep 2 (from L1): the deviations' sum and sum of squares together.
-        let (dev_sum, dev_sq) = lane_sum2(block, |x| {
-            let d = x - centre;
-            (d, d * d)
-        });
+        let deviations = |centre: T::Acc| {
+            lane_sum2(block, |x| {
+                let d = x - centre;
+                (d, d * d)
+            })
+        };
+        let (mut dev_sum, mut dev_sq) = deviations(centre);
+        let mut m2 = corrected_m2(dev_sq, dev_sum, k);
+        if needs_recentring(m2, dev_sq, k) {
+            // A (nearly) constant block about an inexact centre: once more
+            // about the refined mean, which makes a constant block's M2 0.
+            centre = centre + dev_sum / k;
+            (dev_sum, dev_sq) = deviations(centre);
+            m2 = corrected_m2(dev_sq, dev_sum, k);
+        }
         let mean = (centre - shift) + dev_sum / k;
-        let block_moments = Moments::from_parts(block.len() as u64, mean, dev_sq - dev_sum * dev_sum / k);
+        let block_moments = Moments::from_parts(block.len() as u64, mean, m2);
         acc = acc.merge(&block_moments);
     }
     acc

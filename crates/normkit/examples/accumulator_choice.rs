@@ -8,6 +8,10 @@
 //!
 //! Run: `cargo run --release -p normkit --example accumulator_choice`
 
+// The tests' helpers, for their compensated sum.
+#[path = "../tests/layers_support/mod.rs"]
+mod layers_support;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -44,18 +48,9 @@ stats_in!(stats_f64, f64);
 /// Reference: two-pass with compensated (Neumaier) sums in f64, accurate to
 /// a few ulps of the result, well below the errors measured here.
 fn reference(xs: &[f32]) -> (f64, f64) {
-    fn neumaier(vals: impl Iterator<Item = f64>) -> f64 {
-        let (mut sum, mut comp) = (0.0f64, 0.0f64);
-        for v in vals {
-            let t = sum + v;
-            comp += if sum.abs() >= v.abs() { (sum - t) + v } else { (v - t) + sum };
-            sum = t;
-        }
-        sum + comp
-    }
     let n = xs.len() as f64;
-    let mean = neumaier(xs.iter().map(|&x| x as f64)) / n;
-    let m2 = neumaier(xs.iter().map(|&x| (x as f64 - mean) * (x as f64 - mean)));
+    let mean = layers_support::sum(xs.iter().map(|&x| x as f64)) / n;
+    let m2 = layers_support::sum(xs.iter().map(|&x| (x as f64 - mean) * (x as f64 - mean)));
     (mean, m2)
 }
 

@@ -6,18 +6,11 @@ use normkit::kernels::{self, Affine, Grads};
 use normkit::{ops, Error, LayerNorm, RmsNorm, Tensor};
 use proptest::prelude::*;
 
-// ---------------------------------------------------------------- references
+mod layers_support;
+// Compensated (Neumaier) sum: the reference's sums carry no rounding to speak of.
+use layers_support::sum;
 
-/// Compensated (Neumaier) sum: the reference's sums carry no rounding to speak of.
-fn sum(it: impl Iterator<Item = f64>) -> f64 {
-    let (mut s, mut c) = (0.0f64, 0.0f64);
-    for x in it {
-        let t = s + x;
-        c += if s.abs() >= x.abs() { (s - t) + x } else { (x - t) + s };
-        s = t;
-    }
-    s + c
-}
+// ---------------------------------------------------------------- references
 
 struct RefOut {
     y: Vec<f64>,

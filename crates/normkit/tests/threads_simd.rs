@@ -6,6 +6,11 @@
 use normkit::kernels::{self, Affine, Grads};
 use normkit::Float;
 
+mod layers_support;
+// A compensated (Neumaier) sum: the reference's sums must be more accurate
+// than the kernel's for the comparison to mean anything.
+use layers_support::sum as neumaier;
+
 /// Deterministic values in [-1, 1) (splitmix64), so that failures reproduce.
 fn values(len: usize, seed: u64) -> Vec<f64> {
     (0..len as u64)
@@ -92,18 +97,6 @@ fn streamed_outputs_equal_the_plain_ones_row_by_row() {
     for (out, per_row) in [(0, n), (1, 1), (2, 1), (3, n), (6, n), (7, n), (8, 1), (9, n)] {
         assert!(big[out][..k * per_row] == small[out][..], "output {out} differs when streamed");
     }
-}
-
-/// A compensated (Neumaier) sum: the reference's sums must be more accurate
-/// than the kernel's for the comparison to mean anything.
-fn neumaier(it: impl Iterator<Item = f64>) -> f64 {
-    let (mut s, mut c) = (0.0f64, 0.0f64);
-    for x in it {
-        let t = s + x;
-        c += if s.abs() >= x.abs() { (s - t) + x } else { (x - t) + s };
-        s = t;
-    }
-    s + c
 }
 
 /// Plain f64 LayerNorm of one row, from the formula (two compensated passes).

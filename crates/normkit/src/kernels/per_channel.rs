@@ -148,8 +148,8 @@ fn column_blocks<A>(rows: usize, cols: usize) -> usize {
 /// to right by Chan's formula. Sums in the element type run over at most
 /// [`NATIVE_ROWS`] rows (as [`simd::shifted_moments`]' lanes hold 128 values),
 /// which puts each centre within about `128 · 2⁻²⁴ · |mean|` of its column's
-/// mean; a centre that is not finite falls back to the sub-block's first value
-/// of the column. (Without the cap, three columns at 1e7 summed over 5461 rows
+/// mean (the error bound of [`simd::shifted_moments`] then applies); a centre
+/// that is not finite falls back to the sub-block's first value of the column. (Without the cap, three columns at 1e7 summed over 5461 rows
 /// in `f32` lost the variance to 3e-10 relative.)
 #[inline(always)]
 fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {

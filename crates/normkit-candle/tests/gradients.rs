@@ -322,5 +322,25 @@ fn bad_arguments_are_errors() -> Result<()> {
     assert!(ops::instance_norm(&x, None, None, 1e-5).is_err());
     let empty = Tensor::zeros((2, 0), DType::F32, &Device::Cpu)?;
     assert!(ops::layer_norm(&empty, None, None, 1e-5).is_err());
+    // BatchNorm refuses a bad eps on the kernel path, the composed path and in
+    // eval mode alike (eval used to return NaN for a negative one), and a
+    // parameter of the wrong length; the instance and group checks hold on the
+    // composed paths too.
+    let (rm, rv, w2) = (
+        Tensor::zeros(3, DType::F32, &Device::Cpu)?,
+        Tensor::ones(3, DType::F32, &Device::Cpu)?,
+        Tensor::ones(2, DType::F32, &Device::Cpu)?,
+    );
+    for eps in [-1.0, f64::NAN, f64::INFINITY] {
+        assert!(ops::batch_norm_train(&img, None, None, eps).is_err(), "train, eps {eps}");
+        assert!(ops::batch_norm_train_composed(&img, None, None, eps).is_err(), "composed, eps {eps}");
+        assert!(ops::batch_norm_eval(&img, &rm, &rv, None, None, eps).is_err(), "eval, eps {eps}");
+    }
+    assert!(ops::batch_norm_train(&img, Some(&w2), None, 1e-5).is_err());
+    assert!(ops::batch_norm_train_composed(&img, None, Some(&w2), 1e-5).is_err());
+    assert!(ops::batch_norm_eval(&img, &w2, &rv, None, None, 1e-5).is_err());
+    assert!(ops::group_norm_composed(&img, 2, None, None, 1e-5).is_err());
+    assert!(ops::instance_norm_composed(&x, None, None, 1e-5).is_err());
+    assert!(ops::instance_norm_composed(&img, Some(&w2), None, 1e-5).is_err());
     Ok(())
 }

@@ -45,6 +45,48 @@ fn check_channel_params(op: &str, x: &Tensor, c: usize, params: &[(&str, Option<
     Ok(())
 }
 
+/// Checks BatchNorm's arguments (input, per-channel parameters, `eps`) and
+/// returns `C`.
+fn check_batch_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<usize> {
+    let c = channels("batch_norm", x)?;
+    check_channel_params("batch_norm", x, c, &[("weight", weight), ("bias", bias)])?;
+    if !(eps.is_finite() && eps >= 0.0) {
+        bail!("normkit batch_norm: eps {eps} must be finite and not negative")
+    }
+    Ok(c)
+}
+
+/// Checks GroupNorm's arguments: `num_groups` divides `C`, parameters of `[C]`.
+fn check_group_norm(x: &Tensor, num_groups: usize, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<()> {
+    let c = channels("group_norm", x)?;
+    if num_groups == 0 || c % num_groups != 0 {
+        bail!("normkit group_norm: {c} channels cannot be split into {num_groups} groups")
+    }
+    check_channel_params("group_norm", x, c, &[("weight", weight), ("bias", bias)])
+}
+
+/// Checks InstanceNorm's input (`[N, C, L, ...]`) and returns `C`.
+fn check_instance_norm(x: &Tensor) -> Result<usize> {
+    let c = channels("instance_norm", x)?;
+    if x.rank() < 3 {
+        bail!("normkit instance_norm: input must have shape [N, C, L, ...] with spatial dimensions, got {:?}", x.dims())
+    }
+    Ok(c)
+}
+
+/// `x` of shape `[N, C, *]` as `C` rows of `m = N·S` values, and the dims that
+/// [`from_channel_rows`] brings such rows back with.
+fn channel_rows(x: &Tensor, c: usize) -> Result<(Tensor, Vec<usize>)> {
+    let mut tdims = x.dims().to_vec();
+    tdims.swap(0, 1);
+    Ok((x.transpose(0, 1)?.reshape((c, x.elem_count() / c))?, tdims))
+}
+
+/// The inverse of [`channel_rows`]: `[C, N·S]` back to `[N, C, *]`.
+fn from_channel_rows(y: &Tensor, tdims: Vec<usize>) -> Result<Tensor> {
+    y.reshape(tdims)?.transpose(0, 1)
+}
+
 /// `y · weight[c] + bias[c]` for `y` of shape `[N, C, *]`.
 pub(crate) fn channel_affine(y: Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>) -> Result<Tensor> {
     let mut shape = vec![1; y.rank()];
@@ -75,18 +117,12 @@ pub fn batch_norm_train(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<(Tensor, BatchStats)> {
-    let c = channels("batch_norm", x)?;
-    check_channel_params("batch_norm", x, c, &[("weight", weight), ("bias", bias)])?;
-    if !(eps.is_finite() && eps >= 0.0) {
-        bail!("normkit batch_norm: eps {eps} must be finite and not negative")
-    }
+    let c = check_batch_norm(x, weight, bias, eps)?;
     if !has_kernel(x) {
         return batch_norm_train_composed(x, weight, bias, eps);
     }
     let m = x.elem_count() / c;
-    let mut tdims = x.dims().to_vec();
-    tdims.swap(0, 1);
-    let rows = x.transpose(0, 1)?.reshape((c, m))?;
+    let (rows, tdims) = channel_rows(x, c)?;
     let (y, slot) = apply_layer_norm_op(&rows, None, None, eps, true)?;
     let stats = match slot.lock() {
         Ok(s) => s.clone(),
@@ -95,7 +131,7 @@ pub fn batch_norm_train(
     let Some(stats) = stats else { bail!("normkit batch_norm: the forward saved no statistics") };
     let mean = Tensor::new(stats.mean, x.device())?.to_dtype(x.dtype())?;
     let var = Tensor::new(stats.var, x.device())?.to_dtype(x.dtype())?;
-    let y = y.reshape(tdims)?.transpose(0, 1)?;
+    let y = from_channel_rows(&y, tdims)?;
     Ok((channel_affine(y, weight, bias)?, BatchStats { mean, var, count: m }))
 }
 
@@ -108,18 +144,16 @@ pub fn batch_norm_train_composed(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<(Tensor, BatchStats)> {
-    let c = channels("batch_norm", x)?;
-    check_channel_params("batch_norm", x, c, &[("weight", weight), ("bias", bias)])?;
+    let c = check_batch_norm(x, weight, bias, eps)?;
     let m = x.elem_count() / c;
-    let mut tdims = x.dims().to_vec();
-    tdims.swap(0, 1);
     let dtype = x.dtype();
-    let rows = x.transpose(0, 1)?.reshape((c, m))?.to_dtype(internal_dtype(dtype))?;
+    let (rows, tdims) = channel_rows(x, c)?;
+    let rows = rows.to_dtype(internal_dtype(dtype))?;
     let mean = rows.mean_keepdim(1)?;
     let xc = rows.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(1)?;
     let y = xc.broadcast_div(&(&var + eps)?.sqrt()?)?.to_dtype(dtype)?;
-    let y = y.reshape(tdims)?.transpose(0, 1)?;
+    let y = from_channel_rows(&y, tdims)?;
     let stats = BatchStats {
         mean: mean.flatten_all()?.detach().to_dtype(dtype)?,
         var: var.flatten_all()?.detach().to_dtype(dtype)?,
@@ -146,10 +180,9 @@ pub fn batch_norm_eval(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
-    let c = channels("batch_norm", x)?;
+    let c = check_batch_norm(x, weight, bias, eps)?;
     let stats = [("running_mean", Some(running_mean)), ("running_var", Some(running_var))];
     check_channel_params("batch_norm", x, c, &stats)?;
-    check_channel_params("batch_norm", x, c, &[("weight", weight), ("bias", bias)])?;
     let inv = (running_var.detach() + eps)?.sqrt()?.recip()?;
     let scale = match weight {
         Some(w) => (w * inv)?,
@@ -180,11 +213,7 @@ pub fn group_norm(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
-    let c = channels("group_norm", x)?;
-    if num_groups == 0 || c % num_groups != 0 {
-        bail!("normkit group_norm: {c} channels cannot be split into {num_groups} groups")
-    }
-    check_channel_params("group_norm", x, c, &[("weight", weight), ("bias", bias)])?;
+    check_group_norm(x, num_groups, weight, bias)?;
     let rows = x.reshape((x.dims()[0] * num_groups, ()))?;
     let y = layer_norm(&rows, None, None, eps)?.reshape(x.dims())?;
     channel_affine(y, weight, bias)
@@ -198,11 +227,7 @@ pub fn group_norm_composed(
     bias: Option<&Tensor>,
     eps: f64,
 ) -> Result<Tensor> {
-    let c = channels("group_norm", x)?;
-    if num_groups == 0 || c % num_groups != 0 {
-        bail!("normkit group_norm: {c} channels cannot be split into {num_groups} groups")
-    }
-    check_channel_params("group_norm", x, c, &[("weight", weight), ("bias", bias)])?;
+    check_group_norm(x, num_groups, weight, bias)?;
     let rows = x.reshape((x.dims()[0] * num_groups, ()))?;
     let y = layer_norm_composed(&rows, None, None, eps)?.reshape(x.dims())?;
     channel_affine(y, weight, bias)
@@ -212,19 +237,10 @@ pub fn group_norm_composed(
 /// over its `S` spatial values, then `· weight_c + bias_c`. GroupNorm with one
 /// channel per group (see [`group_norm`]).
 pub fn instance_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let c = channels("instance_norm", x)?;
-    if x.rank() < 3 {
-        bail!("normkit instance_norm: input must have shape [N, C, L, ...] with spatial dimensions, got {:?}", x.dims())
-    }
-    group_norm(x, c, weight, bias, eps)
+    group_norm(x, check_instance_norm(x)?, weight, bias, eps)
 }
 
 /// [`instance_norm`] composed of candle ops only (fallback path and test reference).
 pub fn instance_norm_composed(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let c = channels("instance_norm", x)?;
-    if x.rank() < 3 {
-        bail!("normkit instance_norm: input must have shape [N, C, L, ...] with spatial dimensions, got {:?}", x.dims())
-    }
-    check_channel_params("instance_norm", x, c, &[("weight", weight), ("bias", bias)])?;
-    group_norm_composed(x, c, weight, bias, eps)
+    group_norm_composed(x, check_instance_norm(x)?, weight, bias, eps)
 }

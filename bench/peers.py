@@ -343,6 +343,21 @@ def main():
         print(f"threads {threads}: copy_gbps {copy_gbps:.1f}", file=sys.stderr)
         for dname in args.dtype.split(","):
             dtype = {"f32": np.float32, "f64": np.float64}[dname]
+
+            def record(op, pas, variant, shape, median, nbytes, name):
+                """One JSON line in `normkit bench`'s format, plus `impl`."""
+                gbps = nbytes / median / 1e9
+                row = {
+                    "op": op, "pass": pas, "variant": variant, "dtype": dname,
+                    "shape": shape, "threads": threads, "median_ms": median * 1e3,
+                    "gbps": gbps, "copy_gbps": copy_gbps, "fraction": gbps / copy_gbps,
+                    "impl": name,
+                }
+                if name == "onnxruntime":
+                    row["version"] = onnxruntime.__version__
+                print(json.dumps(row), file=sys.stderr)
+                rows_out.append(row)
+
             for rows, n in ROW_SHAPES:
                 for op in ["layer_norm", "rms_norm"]:
                     if args.op and args.op not in op:
@@ -350,17 +365,8 @@ def main():
                     for name, fn in peers:
 
                         def emit(op, pas, variant, rows, n, median, itemsize, name=name):
-                            gbps = minimal_bytes(op, pas, rows, n, itemsize) / median / 1e9
-                            row = {
-                                "op": op, "pass": pas, "variant": variant, "dtype": dname,
-                                "shape": [rows, n], "threads": threads, "median_ms": median * 1e3,
-                                "gbps": gbps, "copy_gbps": copy_gbps, "fraction": gbps / copy_gbps,
-                                "impl": name,
-                            }
-                            if name == "onnxruntime":
-                                row["version"] = onnxruntime.__version__
-                            print(json.dumps(row), file=sys.stderr)
-                            rows_out.append(row)
+                            nbytes = minimal_bytes(op, pas, rows, n, itemsize)
+                            record(op, pas, variant, [rows, n], median, nbytes, name)
 
                         try:
                             fn(op, rows, n, threads, dtype, llc, budget, emit)
@@ -373,17 +379,7 @@ def main():
                     for name, fn in chan_peers:
 
                         def emit_chan(op, pas, variant, shape, median, nbytes, name=name):
-                            gbps = nbytes / median / 1e9
-                            row = {
-                                "op": op, "pass": pas, "variant": variant, "dtype": dname,
-                                "shape": list(shape), "threads": threads, "median_ms": median * 1e3,
-                                "gbps": gbps, "copy_gbps": copy_gbps, "fraction": gbps / copy_gbps,
-                                "impl": name,
-                            }
-                            if name == "onnxruntime":
-                                row["version"] = onnxruntime.__version__
-                            print(json.dumps(row), file=sys.stderr)
-                            rows_out.append(row)
+                            record(op, pas, variant, list(shape), median, nbytes, name)
 
                         try:
                             fn(op, shape, threads, dtype, llc, budget, emit_chan)

@@ -41,7 +41,17 @@ impl AccFloat for f32 {
 
 /// An element type of tensors that normkit normalizes (`f32`, `f64`).
 pub trait Float:
-    Copy + Debug + Display + Default + PartialEq + std::ops::Add<Output = Self> + Send + Sync + 'static
+    Copy
+    + Debug
+    + Display
+    + Default
+    + PartialEq
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + Send
+    + Sync
+    + 'static
 {
     /// The type statistics over these elements accumulate in.
     type Acc: AccFloat;
@@ -49,6 +59,10 @@ pub trait Float:
     const NAME: &'static str;
     /// Machine epsilon, as `f64` (`torch.finfo(dtype).eps`).
     const EPSILON: f64;
+    /// One past the largest binary exponent of a finite value (`f32::MAX_EXP`).
+    const MAX_EXP: i32;
+    /// `self · a + b` with a single rounding (a fused multiply-add).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// Widens to the accumulation type (exact for `f32` and `f64`).
     fn to_acc(self) -> Self::Acc;
     /// Rounds from the accumulation type to the nearest element.
@@ -67,6 +81,11 @@ impl Float for f32 {
     type Acc = f64;
     const NAME: &'static str = "f32";
     const EPSILON: f64 = f32::EPSILON as f64;
+    const MAX_EXP: i32 = f32::MAX_EXP;
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
     #[inline]
     fn to_acc(self) -> f64 {
         self as f64
@@ -89,6 +108,11 @@ impl Float for f64 {
     type Acc = f64;
     const NAME: &'static str = "f64";
     const EPSILON: f64 = f64::EPSILON;
+    const MAX_EXP: i32 = f64::MAX_EXP;
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
+    }
     #[inline]
     fn to_acc(self) -> f64 {
         self

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 mod layers_support;
 // Compensated (Neumaier) sum: the reference's sums carry no rounding to speak of.
-use layers_support::sum;
+use layers_support::{f32_normalize_tol, sum};
 
 // ---------------------------------------------------------------- references
 
@@ -212,10 +212,11 @@ proptest! {
     }
 
     #[test]
-    fn layer_norm_f32_is_the_rounded_f64_result(p in problem()) {
-        // f32 data accumulates in f64 and rounds once: each output is within an
-        // f32 rounding (plus the rounding of weight·x̂ + bias terms) of the f64
-        // reference computed on the same f32 inputs.
+    fn layer_norm_f32_is_within_its_bound_of_the_f64_result(p in problem()) {
+        // Statistics accumulate in f64; y is computed in f32 about a two-part
+        // mean, within `f32_normalize_tol` of the f64 reference computed on the
+        // same f32 inputs (whatever the offset of the row), plus a sliver for
+        // the rounding of the f64 statistics themselves.
         let x32: Vec<f32> = p.x.iter().map(|&v| v as f32).collect();
         let w32: Option<Vec<f32>> = p.w.as_ref().map(|w| w.iter().map(|&v| v as f32).collect());
         let b32: Option<Vec<f32>> = p.b.as_ref().map(|b| b.iter().map(|&v| v as f32).collect());
@@ -224,14 +225,15 @@ proptest! {
         kernels::layer_norm_forward(&x32, p.n, affine, p.eps, &mut y, &mut mean, &mut rstd).unwrap();
         let want = ref_layer_norm(&widen(&x32), p.n, w32.as_ref().map(|w| widen(w)).as_deref(), b32.as_ref().map(|b| widen(b)).as_deref(), p.eps);
         let u = f32::EPSILON as f64;
-        // |y| ≤ |x̂·w| + |b|: the bound of one rounding of the result.
-        let bound: Vec<f64> = want.y.iter().map(|v| v.abs()).collect();
+        let wmax = w32.as_ref().map_or(1.0, |w| w.iter().fold(1.0f32, |m, v| m.max(v.abs())) as f64);
         for (i, (g, w)) in widen(&y).iter().zip(&want.y).enumerate() {
-            let wmax = w32.as_ref().map_or(1.0, |w| w.iter().fold(1.0f32, |m, v| m.max(v.abs())) as f64);
-            let xhat_bound = (p.n as f64).sqrt() * wmax + b32.as_ref().map_or(0.0, |b| b[i % p.n].abs() as f64);
+            let (r, j) = (i / p.n, i % p.n);
+            let (wj, bj) = (w32.as_ref().map_or(1.0, |w| w[j] as f64), b32.as_ref().map_or(0.0, |b| b[j] as f64));
+            let xhat_bound = (p.n as f64).sqrt() * wmax + bj.abs();
+            let tol = f32_normalize_tol(*w, bj, want.mean[r], want.rstd[r], wj) + 1e-6 * u * xhat_bound;
             // eps = 0 on a constant row gives 0·inf = NaN in both.
-            let ok = if w.is_nan() { g.is_nan() } else { (g - w).abs() <= u * (bound[i] + 1e-6 * xhat_bound) };
-            prop_assert!(ok, "y[{}] {} vs {}", i, g, w);
+            let ok = if w.is_nan() { g.is_nan() } else { (g - w).abs() <= tol };
+            prop_assert!(ok, "y[{}] {} vs {} (tol {:e})", i, g, w, tol);
         }
         let xmax = p.x.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         assert_close("mean", &widen(&mean), &want.mean, 4.0 * f64::EPSILON * xmax, u);

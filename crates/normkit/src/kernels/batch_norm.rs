@@ -127,8 +127,8 @@ pub fn batch_norm_apply<T: Float>(
     if layout.is_empty() {
         return Ok(());
     }
-    let shift: Vec<T::Acc> = (0..layout.channels).map(|c| super::param_at(bias, c, T::Acc::zero())).collect();
-    per_channel::apply(x, layout, mean, scale, &shift, y);
+    let shift = shift_of(bias, layout.channels);
+    per_channel::apply(x, layout, (mean, scale, &shift), None, y);
     Ok(())
 }
 
@@ -177,7 +177,10 @@ pub fn batch_norm_forward_train<T: Float>(
     let mean: Vec<T::Acc> = moments.iter().map(Moments::mean).collect();
     let rstd: Vec<T::Acc> = moments.iter().map(|m| (m.var_biased() + eps).sqrt().recip()).collect();
     let scale = scale_of(&rstd, affine.weight);
-    batch_norm_apply(x, layout, &mean, &scale, affine.bias, y)?;
+    let shift = shift_of(affine.bias, layout.channels);
+    if !layout.is_empty() {
+        per_channel::apply(x, layout, (&mean, &scale, &shift), Some(&rstd), y);
+    }
     for (c, (m, r)) in save_mean.iter_mut().zip(save_rstd.iter_mut()).enumerate() {
         *m = T::from_acc(mean[c]);
         *r = T::from_acc(rstd[c]);
@@ -224,6 +227,11 @@ fn rstd_of<T: Float>(var: &[T], eps: T::Acc) -> Vec<T::Acc> {
 /// `scale_c = rstd_c · weight_c` (weight 1 when absent).
 fn scale_of<T: Float>(rstd: &[T::Acc], weight: Option<&[T]>) -> Vec<T::Acc> {
     rstd.iter().enumerate().map(|(c, &r)| r * super::param_at(weight, c, T::Acc::one())).collect()
+}
+
+/// `shift_c = bias_c` widened (0 when absent), for `channels` channels.
+fn shift_of<T: Float>(bias: Option<&[T]>, channels: usize) -> Vec<T::Acc> {
+    (0..channels).map(|c| super::param_at(bias, c, T::Acc::zero())).collect()
 }
 
 /// Pass 3: the running statistics' update with `factor`, the weight of the new
@@ -362,7 +370,9 @@ pub fn batch_norm_backward_dx<T: Float>(
             per_channel::train_dx(dy, x, layout, [&mean, &rstd, &k, &mean_dy, &mean_dy_xhat], dx);
         }
         // dx = (dy - 0) · k_c + 0 = k_c · dy.
-        None => per_channel::apply(dy, layout, &vec![zero; layout.channels], &k, &vec![zero; layout.channels], dx),
+        None => {
+            per_channel::apply(dy, layout, (&vec![zero; layout.channels], &k, &vec![zero; layout.channels]), None, dx)
+        }
     }
     Ok(())
 }

@@ -162,15 +162,18 @@ pub fn group_norm_apply<T: Float>(
     }
     let cpg = layout.channels / layout.groups;
     let runs = x.chunks_exact(layout.spatial).zip(y.chunks_exact_mut(layout.spatial));
-    for (k, (xr, yr)) in runs.enumerate() {
-        let c = layout.channel_of_run(k);
-        let (mu, rs) = stats[k / cpg];
-        let scale = rs * super::param_at(affine.weight, c, T::Acc::one());
-        let shift = super::param_at(affine.bias, c, T::Acc::zero());
-        for (yj, &xj) in yr.iter_mut().zip(xr) {
-            *yj = T::from_acc((xj.to_acc() - mu) * scale + shift);
-        }
-    }
+    super::simd::vectorized(
+        #[inline(always)]
+        || {
+            for (k, (xr, yr)) in runs.enumerate() {
+                let c = layout.channel_of_run(k);
+                let (mu, rs) = stats[k / cpg];
+                let scale = rs * super::param_at(affine.weight, c, T::Acc::one());
+                let shift = super::param_at(affine.bias, c, T::Acc::zero());
+                super::normalize_run(xr, yr, super::Standardize::new(mu, rs, scale), (mu, scale, shift));
+            }
+        },
+    );
     Ok(())
 }
 

@@ -27,7 +27,7 @@
 //! 0.36 ns to move its bytes at 22 GB/s); see the README's "Performance".
 
 use super::simd::{self, CHUNK};
-use super::{check_buf, check_eps, rows_of, write_param_grads, Affine, Grads};
+use super::{check_buf, check_eps, rows_of, write_param_grads, Affine, Grads, Standardize};
 use crate::error::Result;
 use crate::float::{AccFloat, Float};
 use num_traits::{Float as _, Zero as _};
@@ -147,8 +147,43 @@ fn normalize_row<T: Float>(
     }
 }
 
+/// One chunk of `y = x̂ · weight + bias`, in the element type when
+/// [`Standardize`] accepts the row's statistics (a fused multiply-add for the
+/// affine part; `|y − y_exact| ≤ 2u·|x̂·w| + u/2·|y|` plus Standardize's offset
+/// term, with `u = T::EPSILON`), in `T::Acc` with one rounding otherwise.
 #[inline(always)]
 fn normalize_chunk<T: Float>(x: &[T], y: &mut [T], w: Option<&[T]>, b: Option<&[T]>, mean: T::Acc, rstd: T::Acc) {
+    let Some(s) = Standardize::<T>::new(mean, rstd, rstd) else {
+        return normalize_chunk_wide(x, y, w, b, mean, rstd);
+    };
+    match (w, b) {
+        (Some(w), Some(b)) => {
+            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *y = s.apply(x).mul_add(w, b);
+            }
+        }
+        (Some(w), None) => {
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = s.apply(x) * w;
+            }
+        }
+        (None, Some(b)) => {
+            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                *y = s.apply(x) + b;
+            }
+        }
+        (None, None) => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = s.apply(x);
+            }
+        }
+    }
+}
+
+/// [`normalize_chunk`] in `T::Acc`, for statistics outside the element type's
+/// comfortable range: every output rounds once.
+#[inline(always)]
+fn normalize_chunk_wide<T: Float>(x: &[T], y: &mut [T], w: Option<&[T]>, b: Option<&[T]>, mean: T::Acc, rstd: T::Acc) {
     let xhat = |x: T| (x.to_acc() - mean) * rstd;
     match (w, b) {
         (Some(w), Some(b)) => {

@@ -130,3 +130,88 @@ pub(crate) fn write_param_grads<T: Float>(dacc: &[T::Acc], out: Option<&mut [T]>
         }
     }
 }
+
+/// `(x − mean) · scale` evaluated in the element type itself, for the
+/// elementwise passes, whose statistics were accumulated in [`Float::Acc`].
+/// `scale` is `rstd` (LayerNorm) or `rstd · weight_c` (a channel's run).
+///
+/// ```text
+/// mean = head + tail            (head = mean rounded to T, tail = the rest rounded to T)
+/// out  = ((x − head) − tail) · scale_T
+/// ```
+///
+/// `x − head` is exact when `x` is within a factor of two of `head` (Sterbenz)
+/// and otherwise rounds relative to `|x − mean|`, so the result carries four
+/// roundings of the element type relative to itself, whatever the offset of
+/// the data: with `u = T::EPSILON`,
+/// `|out − out_exact| ≤ 2u·|out| + u²/4·|mean|·|scale|`. Computing in `f64`
+/// and rounding once would give `u/2·|out|` for about twice the arithmetic on
+/// `f32` data (every value widened and narrowed); the usual
+/// `x · (rstd·w) + (b − mean·rstd·w)` in `f32` (PyTorch, ONNX Runtime) errs by
+/// about `u·|x|·rstd·|w|`, which grows with the offset (a million times more
+/// at mean 1e3 and spread 1e-3).
+///
+/// [`Standardize::new`] refuses (`None`) statistics for which the element type
+/// could overflow or lose range: a non-finite mean, `rstd` outside
+/// `2^±(3/4·MAX_EXP)` (then `|x − mean| ≤ sqrt(n)/rstd` could approach the
+/// largest value), or a non-zero `scale` outside that range. Callers then
+/// compute in `T::Acc`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Standardize<T> {
+    head: T,
+    tail: T,
+    scale: T,
+}
+
+impl<T: Float> Standardize<T> {
+    #[inline(always)]
+    pub(crate) fn new(mean: T::Acc, rstd: T::Acc, scale: T::Acc) -> Option<Self> {
+        use num_traits::{Float as _, Zero as _};
+        let head = T::from_acc(mean);
+        let limit = T::Acc::from_f64_lossy(2f64.powi(T::MAX_EXP * 3 / 4));
+        let in_range = |v: T::Acc| v.abs() >= limit.recip() && v.abs() <= limit;
+        let ok = mean.is_finite() && head.is_finite() && in_range(rstd) && (scale.is_zero() || in_range(scale));
+        ok.then(|| Standardize { head, tail: T::from_acc(mean - head.to_acc()), scale: T::from_acc(scale) })
+    }
+
+    /// `(x − mean) · scale` of one value.
+    #[inline(always)]
+    pub(crate) fn apply(self, x: T) -> T {
+        ((x - self.head) - self.tail) * self.scale
+    }
+
+    /// `(x − mean) · scale + shift` of one value, the last step fused (one
+    /// more rounding, of the result).
+    #[inline(always)]
+    pub(crate) fn apply_shift(self, x: T, shift: T) -> T {
+        ((x - self.head) - self.tail).mul_add(self.scale, shift)
+    }
+}
+
+/// `y = (x − mean) · scale + shift` over a run of values that share their
+/// statistics and parameters (a channel's run in GroupNorm, InstanceNorm and
+/// BatchNorm), with `fast = Standardize::new(mean, rstd, scale)`: in the
+/// element type when it is `Some` (`|y − y_exact| ≤ 1.5u·|(x − mean)·scale| +
+/// u/2·(|y| + |shift|)` plus Standardize's offset term), in `T::Acc` with one
+/// rounding otherwise.
+#[inline(always)]
+pub(crate) fn normalize_run<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    fast: Option<Standardize<T>>,
+    (mean, scale, shift): (T::Acc, T::Acc, T::Acc),
+) {
+    match fast {
+        Some(s) => {
+            let shift = T::from_acc(shift);
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = s.apply_shift(v, shift);
+            }
+        }
+        None => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = T::from_acc((v.to_acc() - mean) * scale + shift);
+            }
+        }
+    }
+}

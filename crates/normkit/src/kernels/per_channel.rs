@@ -28,7 +28,7 @@
 //! copy bandwidth; see the README's table for these.
 
 use super::batch_norm::ChannelLayout;
-use super::simd;
+use super::{normalize_run, simd, Standardize};
 use crate::float::{AccFloat, Float};
 use crate::moments::{corrected_m2, needs_recentring, Moments};
 use num_traits::{Float as _, Zero as _};
@@ -229,16 +229,23 @@ fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], dsum: &mut [T::Acc], 
     }
 }
 
-/// `y = (x - mean_c) · scale_c + shift_c` (all per channel, in `T::Acc`), one
-/// pass; sizes checked by the caller, `layout` not empty.
+/// `y = (x - mean_c) · scale_c + shift_c`, one pass; sizes checked by the
+/// caller, `layout` not empty. With `rstd = Some(_)` the statistics are the
+/// batch's own, which bounds `|x - mean_c|` by `sqrt(count)/rstd_c`, and each
+/// channel that [`Standardize`] accepts is computed in the element type (see
+/// [`normalize_run`]); otherwise (eval mode: running statistics say nothing
+/// of `x`) every value is computed in `T::Acc` and rounds once.
 pub(crate) fn apply<T: Float>(
     x: &[T],
     layout: ChannelLayout,
-    mean: &[T::Acc],
-    scale: &[T::Acc],
-    shift: &[T::Acc],
+    (mean, scale, shift): (&[T::Acc], &[T::Acc], &[T::Acc]),
+    rstd: Option<&[T::Acc]>,
     y: &mut [T],
 ) {
+    let fast: Vec<Option<Standardize<T>>> = match rstd {
+        Some(rstd) => (0..layout.channels).map(|c| Standardize::new(mean[c], rstd[c], scale[c])).collect(),
+        None => vec![None; layout.channels],
+    };
     let stream = simd::should_stream::<T>(y.len());
     let ChannelLayout { channels, inner, .. } = layout;
     if use_runs(layout) {
@@ -249,12 +256,10 @@ pub(crate) fn apply<T: Float>(
                     let mut buf = [T::default(); simd::CHUNK];
                     for (k, (xr, yr)) in x.chunks_exact(inner).zip(y.chunks_exact_mut(inner)).enumerate() {
                         let c = (first + k) % channels;
-                        let (m, s, b) = (mean[c], scale[c], shift[c]);
+                        let params = (mean[c], scale[c], shift[c]);
                         for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
-                            for (o, &v) in out.iter_mut().zip(xc) {
-                                *o = T::from_acc((v.to_acc() - m) * s + b);
-                            }
+                            normalize_run(xc, out, fast[c], params);
                             if stream {
                                 simd::stream_copy(yc, &buf[..xc.len()]);
                             }
@@ -269,7 +274,13 @@ pub(crate) fn apply<T: Float>(
         return;
     }
     let cols = channels * inner;
-    let (cm, cs, cb) = (per_column(mean, inner), per_column(scale, inner), per_column(shift, inner));
+    // Channels-last: the parameters vary along the row, so they are laid out
+    // per column; in the element type when every channel is accepted.
+    let fast: Option<Vec<Standardize<T>>> = fast.into_iter().collect();
+    let fast_cols = fast.as_deref().map(|f| per_column(f, inner));
+    let (cm, cs) = (per_column(mean, inner), per_column(scale, inner));
+    let cb = per_column(shift, inner);
+    let cb_t: Vec<T> = cb.iter().map(|&b| T::from_acc(b)).collect();
     let chunk_rows = (ROW_CHUNK / cols).max(1);
     for_each_unit_chunk(x, y, (cols, cols), |_, x, y| {
         let mut buf = vec![T::default(); if stream { chunk_rows * cols } else { 0 }];
@@ -279,9 +290,18 @@ pub(crate) fn apply<T: Float>(
                 for (xc, yc) in x.chunks(chunk_rows * cols).zip(y.chunks_mut(chunk_rows * cols)) {
                     let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                     for (or, xr) in out.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)) {
-                        let params = cm.iter().zip(&cs).zip(&cb);
-                        for ((o, &v), ((&m, &s), &b)) in or.iter_mut().zip(xr).zip(params) {
-                            *o = T::from_acc((v.to_acc() - m) * s + b);
+                        match &fast_cols {
+                            Some(f) => {
+                                for ((o, &v), (s, &b)) in or.iter_mut().zip(xr).zip(f.iter().zip(&cb_t)) {
+                                    *o = s.apply_shift(v, b);
+                                }
+                            }
+                            None => {
+                                let params = cm.iter().zip(&cs).zip(&cb);
+                                for ((o, &v), ((&m, &s), &b)) in or.iter_mut().zip(xr).zip(params) {
+                                    *o = T::from_acc((v.to_acc() - m) * s + b);
+                                }
+                            }
                         }
                     }
                     if stream {

@@ -11,7 +11,7 @@
 //! over the batch in sample order, so they do not depend on the split either.
 
 use super::group_norm::GroupLayout;
-use super::{simd, Affine};
+use super::{normalize_run, simd, Affine, Standardize};
 use crate::float::{AccFloat, Float};
 use num_traits::{Float as _, One as _, Zero as _};
 use rayon::prelude::*;
@@ -95,12 +95,11 @@ pub(crate) fn forward<T: Float>(
                         let c = c0 + k;
                         let scale = rs * super::param_at(affine.weight, c, T::Acc::one());
                         let shift = super::param_at(affine.bias, c, T::Acc::zero());
+                        let fast = Standardize::<T>::new(mu, rs, scale);
                         for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
                             simd::prefetch(next_chunks.next().unwrap_or_default());
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
-                            for (o, &v) in out.iter_mut().zip(xc) {
-                                *o = T::from_acc((v.to_acc() - mu) * scale + shift);
-                            }
+                            normalize_run(xc, out, fast, (mu, scale, shift));
                             if stream {
                                 simd::stream_copy(yc, &buf[..xc.len()]);
                             }

@@ -96,3 +96,15 @@ pub fn channel_of(shape: &[usize], axis: usize) -> Vec<usize> {
 /// Value distributions for property tests: (offset, scale) pairs, from ordinary
 /// to hostile (large offset with small spread, huge magnitudes).
 pub const VALUE_KINDS: [(f64, f64); 5] = [(0.0, 1.0), (5.0, 3.0), (1e6, 1e-3), (0.0, 1e30), (-20.0, 100.0)];
+
+/// The documented error bound of an f32 output `y = x̂·w + b` of a normalizing
+/// pass, which computes in f32 about a two-part mean (`Standardize` in
+/// `kernels/mod.rs`): with `u = f32::EPSILON`,
+/// `u/2·|y| + 2u·|x̂·w| + u²/4·|mean|·rstd·|w|`, against the exact result on the
+/// same f32 inputs. It does not grow with the data's offset: the usual f32
+/// formula `x·(rstd·w) + (b − mean·rstd·w)` errs by about `u·|x|·rstd·|w|`,
+/// which at mean 1e3 and spread 1e-3 is a million times this.
+pub fn f32_normalize_tol(y: f64, b: f64, mean: f64, rstd: f64, w: f64) -> f64 {
+    let u = f32::EPSILON as f64;
+    0.5 * u * y.abs() + 2.0 * u * (y - b).abs() + 0.25 * u * u * mean.abs() * rstd * w.abs()
+}

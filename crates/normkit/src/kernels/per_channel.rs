@@ -229,6 +229,9 @@ fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], dsum: &mut [T::Acc], 
     }
 }
 
+/// Per-channel `(mean, scale, shift)` of [`apply`].
+type ChannelParams<'a, A> = (&'a [A], &'a [A], &'a [A]);
+
 /// `y = (x - mean_c) · scale_c + shift_c`, one pass; sizes checked by the
 /// caller, `layout` not empty. With `rstd = Some(_)` the statistics are the
 /// batch's own, which bounds `|x - mean_c|` by `sqrt(count)/rstd_c`, and each
@@ -238,7 +241,7 @@ fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], dsum: &mut [T::Acc], 
 pub(crate) fn apply<T: Float>(
     x: &[T],
     layout: ChannelLayout,
-    (mean, scale, shift): (&[T::Acc], &[T::Acc], &[T::Acc]),
+    (mean, scale, shift): ChannelParams<'_, T::Acc>,
     rstd: Option<&[T::Acc]>,
     y: &mut [T],
 ) {

@@ -20,11 +20,18 @@
 //!    first sweep summed in the element type: in cache 0.67 -> 0.50 ns per
 //!    element (`cargo run --release -p normkit --example kernel_probe`);
 //! 5. the next row prefetched while this one is normalized from cache: from
-//!    memory 31 -> 24 ms, about 0.53 of copy bandwidth.
+//!    memory 31 -> 24 ms, about 0.53 of copy bandwidth (2026-12-01);
+//! 6. the normalizing sweep in `f32` about a two-part mean ([`Standardize`]):
+//!    in cache 0.47-0.52 -> 0.41-0.45 ns per element;
+//! 7. with 6, the prefetch of 5 removed: it now cost more than it saved (from
+//!    memory, fastest of 7 runs: 0.62 -> 0.55 ns per element at `n = 4096`,
+//!    0.69 -> 0.56 at 65536; `normkit bench`, one thread: fraction 0.46-0.54
+//!    -> 0.58-0.70 at `[8192, 4096]`, 2026-12-02).
 //!
-//! The rest of the gap to the memory floor is arithmetic: each output is
-//! computed in `f64` and rounded once (0.50 ns per element in cache against
-//! 0.36 ns to move its bytes at 22 GB/s); see the README's "Performance".
+//! The rest of the gap to the memory floor: in cache the kernel costs 0.41-0.45
+//! ns per element against 0.36 ns to move its bytes at 22 GB/s, and with one
+//! thread the reading sweep (statistics) and the writing sweep (normalize) of a
+//! row alternate rather than overlap; see the README's "Performance".
 
 use super::simd::{self, CHUNK};
 use super::{check_buf, check_eps, rows_of, write_param_grads, Affine, Grads, Standardize};
@@ -66,11 +73,10 @@ pub fn layer_norm_forward<T: Float>(
     let eps = check_eps::<T::Acc>(eps)?;
     let stream = simd::should_stream::<T>(y.len());
 
-    // A task's rows, and the rows after them (the first of which it prefetches).
-    let task = |(x, after): (&[T], &[T]), y: &mut [T], mean: &mut [T], rstd: &mut [T]| {
+    let task = |x: &[T], y: &mut [T], mean: &mut [T], rstd: &mut [T]| {
         simd::vectorized(
             #[inline(always)]
-            || forward_rows((x, after), n, affine, eps, y, mean, rstd, stream),
+            || forward_rows(x, n, affine, eps, y, mean, rstd, stream),
         );
         if stream {
             simd::stream_fence();
@@ -80,22 +86,18 @@ pub fn layer_norm_forward<T: Float>(
         let rpt = simd::rows_per_task(n);
         let x_tasks = x.par_chunks(rpt * n).zip(y.par_chunks_mut(rpt * n));
         let stat_tasks = mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt));
-        x_tasks
-            .zip(stat_tasks)
-            .enumerate()
-            .for_each(|(t, ((xt, y), (m, r)))| task((xt, x.get((t + 1) * rpt * n..).unwrap_or_default()), y, m, r));
+        x_tasks.zip(stat_tasks).for_each(|((xt, y), (m, r))| task(xt, y, m, r));
     } else {
-        task((x, &[]), y, mean, rstd);
+        task(x, y, mean, rstd);
     }
     Ok(())
 }
 
-/// The forward pass over whole rows; `x.len() == y.len() == n · mean.len()`;
-/// `after` holds the rows after `x` (the first is prefetched with the last row).
+/// The forward pass over whole rows; `x.len() == y.len() == n · mean.len()`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Float>(
-    (x, after): (&[T], &[T]),
+    x: &[T],
     n: usize,
     affine: Affine<'_, T>,
     eps: T::Acc,
@@ -105,12 +107,11 @@ fn forward_rows<T: Float>(
     stream: bool,
 ) {
     let rows = x.chunks_exact(n).zip(y.chunks_exact_mut(n));
-    for (i, ((xr, yr), (m, r))) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())).enumerate() {
+    for ((xr, yr), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
         let stats = simd::row_moments(xr);
         let mu = stats.mean();
         let rs = (stats.var_biased() + eps).sqrt().recip();
-        let next = x.get((i + 1) * n..(i + 2) * n).or_else(|| after.get(..n)).unwrap_or_default();
-        normalize_row(xr, yr, mu, rs, affine, stream, next);
+        normalize_row(xr, yr, mu, rs, affine, stream);
         *m = T::from_acc(mu);
         *r = T::from_acc(rs);
     }
@@ -118,24 +119,14 @@ fn forward_rows<T: Float>(
 
 /// `y_j = (x_j - mean) · rstd · weight_j + bias_j` for one row, chunk by chunk;
 /// with `stream`, each chunk is computed into an L1 buffer and written out with
-/// non-temporal stores. Each chunk also prefetches the same chunk of `next`,
-/// the row to be normalized after this one (empty for none).
+/// non-temporal stores.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn normalize_row<T: Float>(
-    x: &[T],
-    y: &mut [T],
-    mean: T::Acc,
-    rstd: T::Acc,
-    affine: Affine<'_, T>,
-    stream: bool,
-    next: &[T],
-) {
+fn normalize_row<T: Float>(x: &[T], y: &mut [T], mean: T::Acc, rstd: T::Acc, affine: Affine<'_, T>, stream: bool) {
     let mut buf = [T::default(); CHUNK];
     for (c, (xc, yc)) in x.chunks(CHUNK).zip(y.chunks_mut(CHUNK)).enumerate() {
         // The weight and bias were checked to hold `n >= c·CHUNK + xc.len()` values.
         let range = c * CHUNK..c * CHUNK + xc.len();
-        simd::prefetch(next.get(range.clone()).unwrap_or_default());
         let (w, b) = (affine.weight.map(|w| &w[range.clone()]), affine.bias.map(|b| &b[range]));
         if stream {
             let out = &mut buf[..xc.len()];

@@ -75,7 +75,6 @@ pub(crate) fn forward<T: Float>(
     let (glen, spatial, groups) = (layout.group_len(), layout.spatial, layout.groups);
     let cpg = layout.channels / groups;
     let stream = simd::should_stream::<T>(y.len());
-    let all_x = x;
     for_each_group_chunk(x, y, stats, (glen, 1), |first, x, y, stats| {
         simd::vectorized(
             #[inline(always)]
@@ -87,17 +86,12 @@ pub(crate) fn forward<T: Float>(
                     let (mu, rs) = (m.mean(), (m.var_biased() + eps).sqrt().recip());
                     *st = (mu, rs);
                     let c0 = ((first + j) % groups) * cpg;
-                    // The next group (in this task or the next) is read from
-                    // memory while this one is normalized from cache.
-                    let next = all_x.get((first + j + 1) * glen..(first + j + 2) * glen).unwrap_or_default();
-                    let mut next_chunks = next.chunks(simd::CHUNK);
                     for (k, (xr, yr)) in xg.chunks_exact(spatial).zip(yg.chunks_exact_mut(spatial)).enumerate() {
                         let c = c0 + k;
                         let scale = rs * super::param_at(affine.weight, c, T::Acc::one());
                         let shift = super::param_at(affine.bias, c, T::Acc::zero());
                         let fast = Standardize::<T>::new(mu, rs, scale);
                         for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
-                            simd::prefetch(next_chunks.next().unwrap_or_default());
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                             normalize_run(xc, out, fast, (mu, scale, shift));
                             if stream {

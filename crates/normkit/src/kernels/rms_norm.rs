@@ -39,11 +39,10 @@ pub fn rms_norm_forward<T: Float>(
     let eps = check_eps::<T::Acc>(eps)?;
     let stream = simd::should_stream::<T>(y.len());
 
-    // A task's rows, and the rows after them (the first of which it prefetches).
-    let task = |(x, after): (&[T], &[T]), y: &mut [T], rstd: &mut [T]| {
+    let task = |x: &[T], y: &mut [T], rstd: &mut [T]| {
         simd::vectorized(
             #[inline(always)]
-            || forward_rows((x, after), n, weight, eps, y, rstd, stream),
+            || forward_rows(x, n, weight, eps, y, rstd, stream),
         );
         if stream {
             simd::stream_fence();
@@ -52,18 +51,16 @@ pub fn rms_norm_forward<T: Float>(
     if simd::worth_threads(x.len()) {
         let rpt = simd::rows_per_task(n);
         let tasks = x.par_chunks(rpt * n).zip(y.par_chunks_mut(rpt * n)).zip(rstd.par_chunks_mut(rpt));
-        tasks
-            .enumerate()
-            .for_each(|(t, ((xt, y), r))| task((xt, x.get((t + 1) * rpt * n..).unwrap_or_default()), y, r));
+        tasks.for_each(|((xt, y), r)| task(xt, y, r));
     } else {
-        task((x, &[]), y, rstd);
+        task(x, y, rstd);
     }
     Ok(())
 }
 
 #[inline(always)]
 fn forward_rows<T: Float>(
-    (x, after): (&[T], &[T]),
+    x: &[T],
     n: usize,
     weight: Option<&[T]>,
     eps: T::Acc,
@@ -73,13 +70,10 @@ fn forward_rows<T: Float>(
 ) {
     let inv_n = T::Acc::from_count(n as u64).recip();
     let mut buf = [T::default(); CHUNK];
-    for (i, ((xr, yr), r)) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd.iter_mut()).enumerate() {
+    for ((xr, yr), r) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd.iter_mut()) {
         let sum_sq = simd::lane_sum(xr, |x| x * x);
         let rs = (sum_sq * inv_n + eps).sqrt().recip();
-        // The next row is read from memory while this one is normalized from cache.
-        let next = x.get((i + 1) * n..(i + 2) * n).or_else(|| after.get(..n)).unwrap_or_default();
         for (c, (xc, yc)) in xr.chunks(CHUNK).zip(yr.chunks_mut(CHUNK)).enumerate() {
-            simd::prefetch(next.get(c * CHUNK..c * CHUNK + xc.len()).unwrap_or_default());
             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
             match weight {
                 // The weight was checked to hold `n` values.

@@ -11,10 +11,12 @@
 //! or plain scalar code). The compiler vectorizes the lane arrays for that
 //! instruction set, widening `f32` to `f64` with one instruction per vector.
 //!
-//! The lane count is fixed and no fused multiply-add is written, so the order of
-//! every floating-point operation is set by this code, not by the instruction set
-//! or the number of threads: results are bitwise the same on AVX-512, AVX2 and
-//! scalar code, and with 1, 2 or 16 threads.
+//! The lane count is fixed, and fused multiply-adds appear only where the code
+//! writes `mul_add` (one rounding on every instruction set; the compiler never
+//! fuses on its own), so the order of every floating-point operation is set by
+//! this code, not by the instruction set or the number of threads: results are
+//! bitwise the same on AVX-512, AVX2 and scalar code, and with 1, 2 or 16
+//! threads.
 //!
 //! # Threads
 //!
@@ -427,28 +429,6 @@ pub(crate) fn stream_copy<T: Float>(dst: &mut [T], src: &[T]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     dst.copy_from_slice(src);
-}
-
-/// Asks the CPU to bring the cache lines of `xs` into L1 ahead of their use, so
-/// that a row's read from memory overlaps the compute on the row before it
-/// (without it the kernels alternate: the first sweep waits on memory, the
-/// later sweeps from cache leave memory idle). A hint only: no effect on
-/// results, and nothing on targets without the instruction.
-#[inline(always)]
-pub(crate) fn prefetch<T>(xs: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let start = xs.as_ptr().cast::<i8>();
-        for offset in (0..std::mem::size_of_val(xs)).step_by(64) {
-            // SAFETY: a prefetch never faults, reads into registers or writes
-            // memory, whatever the address; this one lies inside `xs` anyway.
-            // SSE, which it needs, is part of every x86_64 CPU.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset)) }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = xs;
 }
 
 /// Orders this thread's earlier non-temporal stores before its later stores, so

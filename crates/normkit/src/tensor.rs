@@ -13,22 +13,49 @@ pub fn numel(shape: &[usize]) -> Result<usize> {
 }
 
 /// An owned tensor: shape plus row-major data.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// A large output of an op, once dropped, leaves its buffer for the next op to
+/// reuse (see [`crate::ops::release_output_cache`]).
+#[derive(Clone)]
 pub struct Tensor<T> {
     shape: Vec<usize>,
     data: Vec<T>,
+    /// Where the buffer goes when the tensor is dropped: the output cache for
+    /// the outputs of ops, nowhere (the allocator) for other tensors.
+    recycle: Option<fn(Vec<T>)>,
+}
+
+impl<T> Drop for Tensor<T> {
+    fn drop(&mut self) {
+        if let Some(recycle) = self.recycle {
+            recycle(std::mem::take(&mut self.data));
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Tensor<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tensor").field("shape", &self.shape).field("data", &self.data).finish()
+    }
+}
+
+/// Equal shapes and elements (where the buffer goes on drop does not count).
+impl<T: PartialEq> PartialEq for Tensor<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
 }
 
 impl<T: Copy> Tensor<T> {
     /// A tensor from its shape and row-major data; an error if the lengths disagree.
     pub fn new(shape: &[usize], data: Vec<T>) -> Result<Self> {
         check_len("tensor", shape, data.len())?;
-        Ok(Tensor { shape: shape.to_vec(), data })
+        Ok(Tensor { shape: shape.to_vec(), data, recycle: None })
     }
 
     /// A tensor of the given shape with every element equal to `value`.
     pub fn full(shape: &[usize], value: T) -> Result<Self> {
-        Ok(Tensor { shape: shape.to_vec(), data: vec![value; numel(shape)?] })
+        Ok(Tensor { shape: shape.to_vec(), data: vec![value; numel(shape)?], recycle: None })
     }
 
     /// The dimensions.
@@ -47,8 +74,8 @@ impl<T: Copy> Tensor<T> {
     }
 
     /// The elements, giving up the shape.
-    pub fn into_data(self) -> Vec<T> {
-        self.data
+    pub fn into_data(mut self) -> Vec<T> {
+        std::mem::take(&mut self.data)
     }
 
     /// A borrowed view of the whole tensor.
@@ -59,7 +86,17 @@ impl<T: Copy> Tensor<T> {
     /// Shape and data from already-checked parts.
     pub(crate) fn from_parts(shape: Vec<usize>, data: Vec<T>) -> Self {
         debug_assert_eq!(numel(&shape).ok(), Some(data.len()));
-        Tensor { shape, data }
+        Tensor { shape, data, recycle: None }
+    }
+}
+
+impl<T: crate::Float> Tensor<T> {
+    /// An op's output from already-checked parts: its buffer (from
+    /// `ops::buffer::output_buffer`) goes to the output cache when dropped.
+    pub(crate) fn from_output(shape: Vec<usize>, data: Vec<T>) -> Self {
+        let mut t = Self::from_parts(shape, data);
+        t.recycle = Some(crate::ops::recycle_buffer::<T>);
+        t
     }
 }
 

@@ -71,7 +71,7 @@ pub fn batch_norm_train<T: Float>(
     let out = BatchNormOutMut { y: &mut y, save_mean: &mut mean, save_rstd: &mut rstd, batch_stats: &mut stats };
     batch_norm_train_into(x, axis, weight, bias, eps, out)?;
     Ok(BatchNormOutput {
-        y: Tensor::from_parts(x.shape().to_vec(), y),
+        y: Tensor::from_output(x.shape().to_vec(), y),
         save_mean: Tensor::from_parts(vec![c], mean),
         save_rstd: Tensor::from_parts(vec![c], rstd),
         batch_stats: stats,
@@ -127,7 +127,7 @@ pub fn batch_norm_eval<T: Float>(
 ) -> Result<Tensor<T>> {
     let mut y = super::buffer::output_buffer(x.data().len());
     batch_norm_eval_into(x, axis, running_mean, running_var, weight, bias, eps, &mut y)?;
-    Ok(Tensor::from_parts(x.shape().to_vec(), y))
+    Ok(Tensor::from_output(x.shape().to_vec(), y))
 }
 
 /// [`batch_norm_eval`] writing into `y` (as many elements as `x`), one pass.
@@ -167,7 +167,7 @@ pub fn batch_norm_folded<T: Float>(
 ) -> Result<Tensor<T>> {
     let mut y = super::buffer::output_buffer(x.data().len());
     batch_norm_folded_into(x, axis, scale, shift, &mut y)?;
-    Ok(Tensor::from_parts(x.shape().to_vec(), y))
+    Ok(Tensor::from_output(x.shape().to_vec(), y))
 }
 
 /// [`batch_norm_folded`] writing into `y` (as many elements as `x`).
@@ -332,7 +332,7 @@ fn backward<T: Float>(
     let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };
     backward_into(dy, x, axis, mean, &rstd, weight, training, grads)?;
     Ok(NormGrads {
-        dx: Tensor::from_parts(x.shape().to_vec(), dx),
+        dx: Tensor::from_output(x.shape().to_vec(), dx),
         dweight: dweight.map(|d| Tensor::from_parts(vec![c], d)),
         dbias: dbias.map(|d| Tensor::from_parts(vec![c], d)),
     })

@@ -46,7 +46,7 @@ pub fn group_norm<T: Float>(
     group_norm_into(x, num_groups, weight, bias, eps, out)?;
     let stats_shape = vec![layout.batch, layout.groups];
     Ok(GroupNormOutput {
-        y: Tensor::from_parts(x.shape().to_vec(), y),
+        y: Tensor::from_output(x.shape().to_vec(), y),
         mean: Tensor::from_parts(stats_shape.clone(), mean),
         rstd: Tensor::from_parts(stats_shape, rstd),
     })
@@ -88,7 +88,7 @@ pub fn group_norm_backward<T: Float>(
     let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };
     group_norm_backward_into(dy, x, num_groups, saved, weight, grads)?;
     Ok(NormGrads {
-        dx: Tensor::from_parts(x.shape().to_vec(), dx),
+        dx: Tensor::from_output(x.shape().to_vec(), dx),
         dweight: dweight.map(|d| Tensor::from_parts(vec![c], d)),
         dbias: dbias.map(|d| Tensor::from_parts(vec![c], d)),
     })

@@ -45,7 +45,7 @@ pub fn layer_norm<T: Float>(
     let out = LayerNormOutMut { y: &mut y, mean: &mut mean, rstd: &mut rstd };
     layer_norm_into(x, normalized_shape, weight, bias, eps, out)?;
     Ok(LayerNormOutput {
-        y: Tensor::from_parts(x.shape().to_vec(), y),
+        y: Tensor::from_output(x.shape().to_vec(), y),
         mean: Tensor::from_parts(lead.to_vec(), mean),
         rstd: Tensor::from_parts(lead.to_vec(), rstd),
     })
@@ -92,7 +92,7 @@ pub fn layer_norm_backward<T: Float>(
     let grads = Grads { dx: &mut dx, dweight: dweight.as_deref_mut(), dbias: dbias.as_deref_mut() };
     layer_norm_backward_into(dy, x, normalized_shape, saved, weight, grads)?;
     Ok(NormGrads {
-        dx: Tensor::from_parts(x.shape().to_vec(), dx),
+        dx: Tensor::from_output(x.shape().to_vec(), dx),
         dweight: dweight.map(|d| Tensor::from_parts(normalized_shape.to_vec(), d)),
         dbias: dbias.map(|d| Tensor::from_parts(normalized_shape.to_vec(), d)),
     })

@@ -27,7 +27,7 @@ pub fn lp_normalize<T: Float>(x: TensorRef<'_, T>, p: u32, axis: isize, eps: f64
     let layout = lp_layout(x.shape(), axis)?;
     let mut y = super::buffer::output_buffer(x.data().len());
     kernels::lp_normalize_forward(x.data(), layout, p, eps, &mut y)?;
-    Ok(Tensor::from_parts(x.shape().to_vec(), y))
+    Ok(Tensor::from_output(x.shape().to_vec(), y))
 }
 
 /// Backward of [`lp_normalize`]: the gradient of `Σ y · dy` with respect to `x`,
@@ -43,5 +43,5 @@ pub fn lp_normalize_backward<T: Float>(
     check_same_shape("dy", dy, x)?;
     let mut dx = super::buffer::output_buffer(x.data().len());
     kernels::lp_normalize_backward(dy.data(), x.data(), layout, p, eps, &mut dx)?;
-    Ok(Tensor::from_parts(x.shape().to_vec(), dx))
+    Ok(Tensor::from_output(x.shape().to_vec(), dx))
 }

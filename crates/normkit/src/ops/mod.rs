@@ -26,6 +26,8 @@ pub use batch_norm::{
     batch_norm_layout, batch_norm_train, batch_norm_train_into, batch_norm_update_running, resolve_axis,
     BatchNormOutMut, BatchNormOutput,
 };
+pub(crate) use buffer::recycle as recycle_buffer;
+pub use buffer::release_output_cache;
 pub use group_norm::{
     group_layout, group_norm, group_norm_backward, group_norm_backward_into, group_norm_into, instance_norm,
     instance_norm_backward, instance_norm_backward_into, instance_norm_into, instance_norm_update_running,

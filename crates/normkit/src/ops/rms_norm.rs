@@ -31,7 +31,7 @@ pub fn rms_norm<T: Float>(
     let mut y = super::buffer::output_buffer(x.data().len());
     let mut rstd = vec![T::default(); rows];
     rms_norm_into(x, normalized_shape, weight, eps, &mut y, &mut rstd)?;
-    Ok(RmsNormOutput { y: Tensor::from_parts(x.shape().to_vec(), y), rstd: Tensor::from_parts(lead.to_vec(), rstd) })
+    Ok(RmsNormOutput { y: Tensor::from_output(x.shape().to_vec(), y), rstd: Tensor::from_parts(lead.to_vec(), rstd) })
 }
 
 /// [`rms_norm`] writing into caller-provided buffers, allocating nothing: `y` as
@@ -66,7 +66,7 @@ pub fn rms_norm_backward<T: Float>(
     let mut dweight = weight.map(|_| vec![T::default(); n]);
     rms_norm_backward_into(dy, x, normalized_shape, rstd, weight, &mut dx, dweight.as_deref_mut())?;
     Ok(NormGrads {
-        dx: Tensor::from_parts(x.shape().to_vec(), dx),
+        dx: Tensor::from_output(x.shape().to_vec(), dx),
         dweight: dweight.map(|d| Tensor::from_parts(normalized_shape.to_vec(), d)),
         dbias: None,
     })

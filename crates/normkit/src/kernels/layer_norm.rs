@@ -51,7 +51,8 @@ use rayon::prelude::*;
 ///
 /// Writes `y` (`[rows, n]`) and the per-row `mean` and `rstd` (`[rows]`) that
 /// [`layer_norm_backward`] needs, into the caller's buffers; nothing is
-/// allocated. Statistics accumulate in `T::Acc`, outputs round once.
+/// allocated. Statistics accumulate in `T::Acc`; `y` is computed in the element
+/// type about a two-part mean (its error bound: `normalize_chunk` below).
 ///
 /// Rows are spread over the current rayon thread pool; every row is computed the
 /// same way whatever the number of threads, so the results are bitwise

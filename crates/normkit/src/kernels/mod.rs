@@ -5,7 +5,10 @@
 //! [`crate::ops`], which checks shapes and calls these. Every kernel checks the
 //! lengths of what it is given and returns an [`Error`] rather than panicking.
 //!
-//! Statistics accumulate in [`Float::Acc`] and outputs round once, at the end.
+//! Statistics accumulate in [`Float::Acc`]. The normalizing sweeps of `f32`
+//! data compute in `f32` about a two-part mean (`Standardize`, with its error
+//! bound); backward passes, eval-mode BatchNorm and RMSNorm compute in
+//! `Float::Acc` and round each output once.
 //! LayerNorm and RMSNorm run SIMD code chosen at run time, over rayon's threads,
 //! with results that do not depend on the thread count (see `simd.rs`).
 

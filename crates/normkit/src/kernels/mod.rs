@@ -191,6 +191,37 @@ impl<T: Float> Standardize<T> {
     }
 }
 
+/// Many [`Standardize`]s, one per column of channels-last rows, stored as
+/// separate arrays of heads, tails and scales so that a row's loop vectorizes
+/// across the columns (an array of the structs compiled to scalar code:
+/// channels-last BatchNorm training forward in cache 0.45 -> 0.41 ns per
+/// element, `kernel_probe`).
+pub(crate) struct StandardizeColumns<T> {
+    head: Vec<T>,
+    tail: Vec<T>,
+    scale: Vec<T>,
+}
+
+impl<T: Float> StandardizeColumns<T> {
+    pub(crate) fn new(columns: &[Standardize<T>]) -> Self {
+        StandardizeColumns {
+            head: columns.iter().map(|s| s.head).collect(),
+            tail: columns.iter().map(|s| s.tail).collect(),
+            scale: columns.iter().map(|s| s.scale).collect(),
+        }
+    }
+
+    /// `y_j = (x_j − mean_j) · scale_j + shift_j` over one row, as
+    /// [`Standardize::apply_shift`] per column.
+    #[inline(always)]
+    pub(crate) fn apply_shift_row(&self, x: &[T], shift: &[T], y: &mut [T]) {
+        let parts = self.head.iter().zip(&self.tail).zip(&self.scale).zip(shift);
+        for ((o, &v), (((&h, &t), &s), &b)) in y.iter_mut().zip(x).zip(parts) {
+            *o = Standardize { head: h, tail: t, scale: s }.apply_shift(v, b);
+        }
+    }
+}
+
 /// `y = (x − mean) · scale + shift` over a run of values that share their
 /// statistics and parameters (a channel's run in GroupNorm, InstanceNorm and
 /// BatchNorm), with `fast = Standardize::new(mean, rstd, scale)`: in the

@@ -28,7 +28,7 @@
 //! copy bandwidth; see the README's table for these.
 
 use super::batch_norm::ChannelLayout;
-use super::{normalize_run, simd, Standardize};
+use super::{normalize_run, simd, Standardize, StandardizeColumns};
 use crate::float::{AccFloat, Float};
 use crate::moments::{corrected_m2, needs_recentring, Moments};
 use num_traits::{Float as _, Zero as _};
@@ -167,7 +167,16 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
         centre.fill(zero);
         for rows in sub.chunks(NATIVE_ROWS * cols) {
             sums.fill(T::default());
-            for row in rows.chunks_exact(cols) {
+            // Four rows per pass over the sums, added in row order.
+            let quads = rows.chunks_exact(4 * cols);
+            let rest = quads.remainder();
+            for q in quads {
+                let (r0, r1, r2, r3) = (&q[..cols], &q[cols..2 * cols], &q[2 * cols..3 * cols], &q[3 * cols..]);
+                for ((((a, &v0), &v1), &v2), &v3) in sums.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+                    *a = *a + v0 + v1 + v2 + v3;
+                }
+            }
+            for row in rest.chunks_exact(cols) {
                 for (a, &v) in sums.iter_mut().zip(row) {
                     *a = *a + v;
                 }
@@ -215,12 +224,28 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
     }
 }
 
-/// `(Σ d, Σ d²)` per column of the rows `x`, with `d = x - centre` in `T::Acc`.
+/// `(Σ d, Σ d²)` per column of the rows `x`, with `d = x - centre` in `T::Acc`,
+/// rows added in order. Four rows go through the accumulators at a time, which
+/// then stay in registers for four additions each rather than making a round
+/// trip through L1 per row (in cache, channels-last BatchNorm training forward
+/// 0.66 -> 0.45 ns per element, `kernel_probe`).
 #[inline(always)]
 fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], dsum: &mut [T::Acc], dsq: &mut [T::Acc]) {
+    let cols = centre.len();
     dsum.fill(T::Acc::zero());
     dsq.fill(T::Acc::zero());
-    for row in x.chunks_exact(centre.len()) {
+    let quads = x.chunks_exact(4 * cols);
+    let rest = quads.remainder();
+    for q in quads {
+        let (r0, r1, r2, r3) = (&q[..cols], &q[cols..2 * cols], &q[2 * cols..3 * cols], &q[3 * cols..]);
+        let acc = dsum.iter_mut().zip(dsq.iter_mut()).zip(centre);
+        for ((((p, q), &c), (&v0, &v1)), (&v2, &v3)) in acc.zip(r0.iter().zip(r1)).zip(r2.iter().zip(r3)) {
+            let (d0, d1, d2, d3) = (v0.to_acc() - c, v1.to_acc() - c, v2.to_acc() - c, v3.to_acc() - c);
+            *p = *p + d0 + d1 + d2 + d3;
+            *q = *q + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+        }
+    }
+    for row in rest.chunks_exact(cols) {
         for (((p, q), &c), &v) in dsum.iter_mut().zip(dsq.iter_mut()).zip(centre).zip(row) {
             let d = v.to_acc() - c;
             *p = *p + d;
@@ -280,7 +305,7 @@ pub(crate) fn apply<T: Float>(
     // Channels-last: the parameters vary along the row, so they are laid out
     // per column; in the element type when every channel is accepted.
     let fast: Option<Vec<Standardize<T>>> = fast.into_iter().collect();
-    let fast_cols = fast.as_deref().map(|f| per_column(f, inner));
+    let fast_cols = fast.as_deref().map(|f| StandardizeColumns::new(&per_column(f, inner)));
     let (cm, cs) = (per_column(mean, inner), per_column(scale, inner));
     let cb = per_column(shift, inner);
     let cb_t: Vec<T> = cb.iter().map(|&b| T::from_acc(b)).collect();
@@ -294,11 +319,7 @@ pub(crate) fn apply<T: Float>(
                     let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                     for (or, xr) in out.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)) {
                         match &fast_cols {
-                            Some(f) => {
-                                for ((o, &v), (s, &b)) in or.iter_mut().zip(xr).zip(f.iter().zip(&cb_t)) {
-                                    *o = s.apply_shift(v, b);
-                                }
-                            }
+                            Some(f) => f.apply_shift_row(xr, &cb_t, or),
                             None => {
                                 let params = cm.iter().zip(&cs).zip(&cb);
                                 for ((o, &v), ((&m, &s), &b)) in or.iter_mut().zip(xr).zip(params) {

@@ -149,57 +149,59 @@ fn normalize_row<T: Float>(x: &[T], y: &mut [T], mean: T::Acc, rstd: T::Acc, aff
 /// term, with `u = T::EPSILON`), in `T::Acc` with one rounding otherwise.
 #[inline(always)]
 fn normalize_chunk<T: Float>(x: &[T], y: &mut [T], w: Option<&[T]>, b: Option<&[T]>, mean: T::Acc, rstd: T::Acc) {
-    let Some(s) = Standardize::<T>::new(mean, rstd, rstd) else {
-        return normalize_chunk_wide(x, y, w, b, mean, rstd);
-    };
-    match (w, b) {
-        (Some(w), Some(b)) => {
-            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = s.apply(x).mul_add(w, b);
+    match Standardize::<T>::new(mean, rstd, rstd) {
+        Some(s) => affine_loop(x, y, w, b, |x, w, b| {
+            let xhat = s.apply(x);
+            match (w, b) {
+                (Some(w), Some(b)) => xhat.mul_add(w, b),
+                (Some(w), None) => xhat * w,
+                (None, Some(b)) => xhat + b,
+                (None, None) => xhat,
             }
-        }
-        (Some(w), None) => {
-            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                *y = s.apply(x) * w;
-            }
-        }
-        (None, Some(b)) => {
-            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                *y = s.apply(x) + b;
-            }
-        }
-        (None, None) => {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = s.apply(x);
-            }
-        }
+        }),
+        // Statistics outside the element type's comfortable range: every
+        // output computed in `T::Acc` and rounded once.
+        None => affine_loop(x, y, w, b, |x, w, b| {
+            let xhat = (x.to_acc() - mean) * rstd;
+            T::from_acc(match (w, b) {
+                (Some(w), Some(b)) => xhat * w.to_acc() + b.to_acc(),
+                (Some(w), None) => xhat * w.to_acc(),
+                (None, Some(b)) => xhat + b.to_acc(),
+                (None, None) => xhat,
+            })
+        }),
     }
 }
 
-/// [`normalize_chunk`] in `T::Acc`, for statistics outside the element type's
-/// comfortable range: every output rounds once.
+/// `y_j = f(x_j, w_j, b_j)` with `None` for an absent weight or bias: one loop
+/// per case, so that each compiles to a loop without branches.
 #[inline(always)]
-fn normalize_chunk_wide<T: Float>(x: &[T], y: &mut [T], w: Option<&[T]>, b: Option<&[T]>, mean: T::Acc, rstd: T::Acc) {
-    let xhat = |x: T| (x.to_acc() - mean) * rstd;
+fn affine_loop<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    f: impl Fn(T, Option<T>, Option<T>) -> T,
+) {
     match (w, b) {
         (Some(w), Some(b)) => {
             for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = T::from_acc(xhat(x) * w.to_acc() + b.to_acc());
+                *y = f(x, Some(w), Some(b));
             }
         }
         (Some(w), None) => {
             for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                *y = T::from_acc(xhat(x) * w.to_acc());
+                *y = f(x, Some(w), None);
             }
         }
         (None, Some(b)) => {
             for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                *y = T::from_acc(xhat(x) + b.to_acc());
+                *y = f(x, None, Some(b));
             }
         }
         (None, None) => {
             for (y, &x) in y.iter_mut().zip(x) {
-                *y = T::from_acc(xhat(x));
+                *y = f(x, None, None);
             }
         }
     }

@@ -102,16 +102,11 @@ fn every_allocating_op_overwrites_a_reused_buffer_whole() {
         vec![ops::lp_normalize_backward(dy.view(), x.view(), 1, -1, 1e-12).unwrap()]
     });
 
-    // Released, the cache hands out nothing: a new output is a new buffer.
-    // (The allocator may hand the same address back, so only the values tell.)
-    let mut y = ops::rms_norm(x.view(), &[n], None, 1e-5).unwrap().y;
-    y.data_mut().fill(f32::NAN);
-    drop(y);
+    // Each call's dropped output serves the next call. (Whether
+    // `release_output_cache` frees is checked by the cache's unit test: the
+    // allocator may hand a freed address straight back, so it cannot be told
+    // from here.)
     ops::release_output_cache();
-    let y = ops::rms_norm(x.view(), &[n], None, 1e-5).unwrap().y;
-    assert!(y.data().iter().all(|v| v.is_finite()));
-    // Each call's dropped output serves the next call.
-    drop(y);
     let ptrs: Vec<usize> =
         (0..3).map(|_| ops::rms_norm(x.view(), &[n], None, 1e-5).unwrap().y.data().as_ptr() as usize).collect();
     assert!(ptrs.iter().all(|&p| p == ptrs[0]), "dropped outputs are reused: {ptrs:?}");

@@ -383,6 +383,7 @@ fn backward_chunk<T: Float>(
     (m, r, mean_g, mean_gx): (T::Acc, T::Acc, T::Acc, T::Acc),
 ) {
     let xhat = |x: T::Acc| (x - m) * r;
+    // `weight`, `dw` and `db` were checked to hold `n` values, so `range` fits.
     match (weight, dw, db) {
         // The usual case, in one loop: each input widened once.
         (Some(w), Some(dw), Some(db)) => {

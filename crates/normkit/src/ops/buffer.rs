@@ -9,8 +9,9 @@
 //!
 //! - On Linux, buffers of at least [`LARGE_BYTES`] are marked for transparent
 //!   huge pages before their first write, so they fault once per 2 MiB (35 ms).
-//! - A dropped [`Tensor`](crate::Tensor) of `f32` or `f64` of at least
-//!   [`LARGE_BYTES`] leaves its buffer in a small per-type cache (at most
+//! - The output of an op (a [`Tensor`](crate::Tensor) of `f32` or `f64` that
+//!   an op returned; tensors built by the caller never take part) of at least
+//!   [`LARGE_BYTES`] leaves its buffer, when dropped, in a small per-type cache (at most
 //!   [`CACHE_MAX_BUFFERS`] buffers and [`CACHE_MAX_BYTES`] bytes, the oldest
 //!   evicted first), and the next op that needs an output of exactly that many
 //!   elements takes it instead of asking the system: a training loop, which

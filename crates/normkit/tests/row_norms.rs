@@ -139,7 +139,12 @@ struct Problem {
 }
 
 fn problem() -> impl Strategy<Value = Problem> {
-    (0usize..10, sizes(), prop::sample::select(vec![(1.0, 0.0), (3.0, 5.0), (1e-3, 1e3), (100.0, -20.0)]))
+    problem_with_rows(10)
+}
+
+/// As [`problem`], with fewer than `max_rows` rows.
+fn problem_with_rows(max_rows: usize) -> impl Strategy<Value = Problem> {
+    (0usize..max_rows, sizes(), prop::sample::select(vec![(1.0, 0.0), (3.0, 5.0), (1e-3, 1e3), (100.0, -20.0)]))
         .prop_flat_map(|(rows, n, (scale, offset))| {
             (
                 Just(rows),
@@ -266,6 +271,83 @@ proptest! {
         let want32 = ref_rms_norm(&widen(&x32), p.n, w32.as_ref().map(|w| widen(w)).as_deref(), p.eps);
         assert_close("y32", &widen(&y), &want32.y, 1e-30, f32::EPSILON as f64);
         assert_close("rstd32", &widen(&rstd), &want32.rstd, 0.0, f32::EPSILON as f64);
+    }
+}
+
+/// Runs the f32 backward of LayerNorm (`centered`) or RMSNorm on `p`, after the
+/// f32 forward for the saved statistics, and checks it against the formulas in
+/// f64 on the same f32 inputs and statistics, within the bound derived in
+/// `kernels/row_backward.rs` (`u = f32::EPSILON`; `mean|g|` and `mean|g·x̂|`
+/// are the row's means of absolute values):
+///
+/// ```text
+/// |dx − dx_exact|       ≤ u·|dx| + u·rstd·(2|g| + 10·mean|g| + 13|x̂|·mean|g·x̂|)
+///                         + u²/4·|mean|·rstd²·(mean|g·x̂| + 2|x̂|·mean|g|)
+/// |dweight − exact|     ≤ u/2·|dweight| + Σ_rows (10u·|dy·x̂| + u²/4·|dy|·|mean|·rstd)
+/// |dbias − exact|       ≤ u/2·|dbias| + 8u·Σ_rows |dy|
+/// ```
+fn check_f32_backward(p: &Problem, centered: bool) -> Result<(), TestCaseError> {
+    let narrow = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let (x, dy, w) = (narrow(&p.x), narrow(&p.dy), p.w.as_deref().map(narrow));
+    let (rows, n) = (p.rows, p.n);
+    let (mut y, mut mean, mut rstd) = (vec![0f32; x.len()], vec![0f32; rows], vec![0f32; rows]);
+    let (mut dx, mut dw, mut db) = (vec![0f32; x.len()], vec![0f32; n], vec![0f32; n]);
+    if centered {
+        let affine = Affine { weight: w.as_deref(), bias: None };
+        kernels::layer_norm_forward(&x, n, affine, p.eps, &mut y, &mut mean, &mut rstd).unwrap();
+        let grads = Grads { dx: &mut dx, dweight: Some(&mut dw), dbias: Some(&mut db) };
+        kernels::layer_norm_backward(&dy, &x, n, &mean, &rstd, w.as_deref(), grads).unwrap();
+    } else {
+        kernels::rms_norm_forward(&x, n, w.as_deref(), p.eps, &mut y, &mut rstd).unwrap();
+        kernels::rms_norm_backward(&dy, &x, n, &rstd, w.as_deref(), &mut dx, Some(&mut dw)).unwrap();
+    }
+    let u = f32::EPSILON as f64;
+    let within =
+        |got: f32, want: f64, tol: f64| if want.is_nan() { got.is_nan() } else { (got as f64 - want).abs() <= tol };
+    let (mut ref_dw, mut ref_db) = (vec![0.0; n], vec![0.0; n]);
+    let (mut tol_dw, mut tol_db) = (vec![0.0; n], vec![0.0; n]);
+    for r in 0..rows {
+        let row = r * n..(r + 1) * n;
+        let (m, rs) = (if centered { mean[r] as f64 } else { 0.0 }, rstd[r] as f64);
+        let xh: Vec<f64> = x[row.clone()].iter().map(|&v| (v as f64 - m) * rs).collect();
+        let dyr: Vec<f64> = dy[row.clone()].iter().map(|&v| v as f64).collect();
+        let g: Vec<f64> = (0..n).map(|j| dyr[j] * w.as_ref().map_or(1.0, |w| w[j] as f64)).collect();
+        let mean_of = |f: &dyn Fn(usize) -> f64| sum((0..n).map(f)) / n as f64;
+        let mean_g = if centered { mean_of(&|j| g[j]) } else { 0.0 };
+        let mean_gx = mean_of(&|j| g[j] * xh[j]);
+        let (abs_g, abs_gx) = (mean_of(&|j| g[j].abs()), mean_of(&|j| (g[j] * xh[j]).abs()));
+        for j in 0..n {
+            let want = rs * (g[j] - mean_g - xh[j] * mean_gx);
+            let tol = u * want.abs()
+                + u * rs * (2.0 * g[j].abs() + 10.0 * abs_g + 13.0 * xh[j].abs() * abs_gx)
+                + u * u / 4.0 * m.abs() * rs * rs * (abs_gx + 2.0 * xh[j].abs() * abs_g);
+            let got = dx[r * n + j];
+            prop_assert!(within(got, want, tol), "dx[{}][{}] {} vs {} (tol {:e})", r, j, got, want, tol);
+            ref_dw[j] += dyr[j] * xh[j];
+            ref_db[j] += dyr[j];
+            tol_dw[j] += 10.0 * u * (dyr[j] * xh[j]).abs() + u * u / 4.0 * dyr[j].abs() * m.abs() * rs;
+            tol_db[j] += 8.0 * u * dyr[j].abs();
+        }
+    }
+    for j in 0..n {
+        let tol = 0.5 * u * ref_dw[j].abs() + tol_dw[j];
+        prop_assert!(within(dw[j], ref_dw[j], tol), "dweight[{}] {} vs {} (tol {:e})", j, dw[j], ref_dw[j], tol);
+        if centered {
+            let tol = 0.5 * u * ref_db[j].abs() + tol_db[j];
+            prop_assert!(within(db[j], ref_db[j], tol), "dbias[{}] {} vs {} (tol {:e})", j, db[j], ref_db[j], tol);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Up to 39 rows: more than a group's 16, so that the groups' sums in f32
+    /// and their widening are both exercised.
+    #[test]
+    fn f32_backward_is_within_its_bound(p in problem_with_rows(40), centered in any::<bool>()) {
+        check_f32_backward(&p, centered)?;
     }
 }
 

@@ -30,18 +30,23 @@
 //! 8. backward: rows in groups that fit in L2, sweep 2 chunk-major over the
 //!    group so that the `dweight`/`dbias` partials stay in L1: in cache
 //!    0.83-0.88 -> 0.77-0.78 ns per element at `n = 4096` (see
-//!    `backward_group`).
+//!    `backward_group`);
+//! 9. backward in `f32` for `f32` data, one kernel with RMSNorm
+//!    (`row_backward.rs`, with the error bound): in cache 0.82-0.90 -> 0.45-0.6
+//!    ns per element at `n = 4096`, 0.69-0.77 -> 0.37-0.55 at 768; `normkit
+//!    bench --quick`, one thread, `[8192, 4096]`: fraction 0.28-0.41 -> 0.43-0.68.
 //!
 //! The rest of the gap to the memory floor: in cache the kernel costs 0.41-0.45
 //! ns per element against 0.36 ns to move its bytes at 22 GB/s, and with one
 //! thread the reading sweep (statistics) and the writing sweep (normalize) of a
 //! row alternate rather than overlap; see the README's "Performance".
 
+use super::row_backward::row_norm_backward;
 use super::simd::{self, CHUNK};
-use super::{check_buf, check_eps, rows_of, write_param_grads, Affine, Grads, Standardize};
+use super::{check_buf, check_eps, rows_of, Affine, Grads, Standardize};
 use crate::error::Result;
-use crate::float::{AccFloat, Float};
-use num_traits::{Float as _, Zero as _};
+use crate::float::Float;
+use num_traits::Float as _;
 use rayon::prelude::*;
 
 /// LayerNorm forward over `x` viewed as `[rows, n]`:
@@ -216,15 +221,13 @@ fn affine_loop<T: Float>(
 /// dbias_j   = Σ_rows dy_j
 /// ```
 ///
-/// One sweep over each row of `(x, dy)` from memory gathers the two means; a
-/// second sweep over the same row, now in cache, writes `dx` and adds the row's
-/// `dweight`/`dbias` terms into the partial sums of its block of rows (rows
-/// go in small groups, the second sweep chunk by chunk over the group, so
-/// that the partials of a chunk stay in L1; rows still add in order). The
-/// blocks are fixed by the shape (`param_blocks` in the SIMD module) and their partials are
-/// added in block order, so the gradients are bitwise identical with any number
-/// of threads. Beyond the outputs, this allocates only those partials (at most
-/// 8 MiB, none when neither `dweight` nor `dbias` is asked for).
+/// Computed by the kernel it shares with RMSNorm (`row_backward.rs`, with the
+/// sweeps, the split over threads and the error bound of its `f32`
+/// arithmetic): one sweep over each row from memory, a second from cache, and
+/// the parameter gradients summed per fixed block of rows, so the results are
+/// bitwise identical with any number of threads. Beyond the outputs, this
+/// allocates only those partials (at most 8 MiB, none when neither `dweight`
+/// nor `dbias` is asked for).
 pub fn layer_norm_backward<T: Float>(
     dy: &[T],
     x: &[T],
@@ -242,183 +245,6 @@ pub fn layer_norm_backward<T: Float>(
     check_buf("dx", grads.dx.len(), x.len())?;
     super::check_param("dweight", grads.dweight.as_deref(), n)?;
     super::check_param("dbias", grads.dbias.as_deref(), n)?;
-
-    let Grads { dx, dweight, dbias } = grads;
-    let (want_dw, want_db) = (dweight.is_some(), dbias.is_some());
-    let stream = simd::should_stream::<T>(dx.len());
-    // Each block of rows sums its parameter terms into its own partials:
-    // [dweight (n) if wanted, dbias (n) if wanted], or one unused accumulator.
-    let wanted = usize::from(want_dw) + usize::from(want_db);
-    let part_len = (n * wanted).max(1);
-    let block_rows = match wanted {
-        0 => simd::rows_per_task(n),
-        _ => rows.div_ceil(simd::param_blocks::<T::Acc>(rows, n, wanted)).max(1),
-    };
-    let blocks = rows.div_ceil(block_rows).max(1);
-    let mut partials = vec![T::Acc::zero(); blocks * part_len];
-
-    let task = |(((x, dy), dx), ((mean, rstd), part)): BlockRefs<'_, T>| {
-        let (dw, db) = part.split_at_mut(if want_dw { n } else { 0 });
-        let (dw, db) = (want_dw.then_some(dw), want_db.then_some(db));
-        simd::vectorized(
-            #[inline(always)]
-            || backward_rows(x, dy, n, mean, rstd, weight, dx, dw, db, stream),
-        );
-        if stream {
-            simd::stream_fence();
-        }
-    };
-    let (len, stats_len) = (block_rows * n, block_rows);
-    if simd::worth_threads(x.len()) {
-        let rows_it = x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len));
-        let stats_it = mean.par_chunks(stats_len).zip(rstd.par_chunks(stats_len));
-        rows_it.zip(stats_it.zip(partials.par_chunks_mut(part_len))).for_each(task);
-    } else {
-        let rows_it = x.chunks(len).zip(dy.chunks(len)).zip(dx.chunks_mut(len));
-        let stats_it = mean.chunks(stats_len).zip(rstd.chunks(stats_len));
-        rows_it.zip(stats_it.zip(partials.chunks_mut(part_len))).for_each(task);
-    }
-
-    let total = simd::sum_blocks(&mut partials, part_len);
-    let (dw_total, db_total) = total.split_at(if want_dw { n } else { 0 });
-    write_param_grads::<T>(dw_total, dweight);
-    write_param_grads::<T>(db_total, dbias);
+    row_norm_backward(dy, x, n, Some(mean), rstd, weight, grads);
     Ok(())
-}
-
-/// One block's slices: `((x, dy), dx)` and `((mean, rstd), partials)`.
-type BlockRefs<'a, T> = (((&'a [T], &'a [T]), &'a mut [T]), ((&'a [T], &'a [T]), &'a mut [<T as Float>::Acc]));
-
-/// The backward pass over a block of whole rows, adding each row's parameter
-/// gradient terms, in row order, into the block's partials `dw` and `db`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn backward_rows<T: Float>(
-    x: &[T],
-    dy: &[T],
-    n: usize,
-    mean: &[T],
-    rstd: &[T],
-    weight: Option<&[T]>,
-    dx: &mut [T],
-    mut dw: Option<&mut [T::Acc]>,
-    mut db: Option<&mut [T::Acc]>,
-    stream: bool,
-) {
-    let inv_n = T::Acc::from_count(n as u64).recip();
-    let mut buf = [T::default(); CHUNK];
-    // Rows go in groups of `group` rows: sweep 1 over each row of the group,
-    // then sweep 2 chunk by chunk, each chunk over every row of the group, so
-    // that a chunk's `dweight`/`dbias` partials stay in L1 while the group's
-    // rows add to them (in row order, as one row at a time would).
-    let group = backward_group::<T>(n);
-    let mut coef = [(T::Acc::zero(), T::Acc::zero(), T::Acc::zero(), T::Acc::zero()); MAX_GROUP];
-    let groups = x.chunks(group * n).zip(dy.chunks(group * n)).zip(dx.chunks_mut(group * n));
-    for (((xg, dyg), dxg), (mg, rg)) in groups.zip(mean.chunks(group).zip(rstd.chunks(group))) {
-        // Sweep 1, from memory: mean(g) and mean(g · x̂) of each row.
-        for (((xr, dyr), (&m, &r)), cf) in
-            xg.chunks_exact(n).zip(dyg.chunks_exact(n)).zip(mg.iter().zip(rg)).zip(&mut coef)
-        {
-            let (m, r) = (m.to_acc(), r.to_acc());
-            let xhat = |x: T::Acc| (x - m) * r;
-            let (sum_g, sum_gx) = match weight {
-                Some(w) => simd::lane_sum2_zip3(xr, dyr, w, |x, dy, w| {
-                    let g = w * dy;
-                    (g, g * xhat(x))
-                }),
-                None => simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * xhat(x))),
-            };
-            *cf = (m, r, sum_g * inv_n, sum_gx * inv_n);
-        }
-        // Sweep 2, from cache: dx and the parameter terms, chunk by chunk.
-        for start in (0..n).step_by(CHUNK) {
-            let range = start..(start + CHUNK).min(n);
-            let rows = xg.chunks_exact(n).zip(dyg.chunks_exact(n)).zip(dxg.chunks_exact_mut(n));
-            for (((xr, dyr), dxr), &cf) in rows.zip(&coef) {
-                let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
-                let params = (weight, dw.as_deref_mut(), db.as_deref_mut());
-                if stream {
-                    let out = &mut buf[..xc.len()];
-                    backward_chunk(xc, dyc, out, range.clone(), params, cf);
-                    simd::stream_copy(dxc, out);
-                } else {
-                    backward_chunk(xc, dyc, dxc, range.clone(), params, cf);
-                }
-            }
-        }
-    }
-}
-
-/// Rows of `x` and `dy` (together) that a group of rows in the backward pass
-/// may span: well inside a 1 MiB L2, so that sweep 2 finds them there.
-const GROUP_BYTES: usize = 256 << 10;
-
-/// Most rows in a group of the backward pass.
-const MAX_GROUP: usize = 16;
-
-/// Rows per group of the backward pass for rows of `n`: as many as fit
-/// [`GROUP_BYTES`], 1 to [`MAX_GROUP`]. A function of the shape only, like
-/// every split (and the rows of a group still add to the parameter partials
-/// in row order, so grouping changes no result). Measured in cache
-/// (`kernel_probe`, fastest / median of 7 runs): 0.74 / 0.86 -> 0.69 / 0.78 ns
-/// per element at `n` = 768, 0.83 / 0.88 -> 0.77 / 0.78 at 4096. The same
-/// grouping gave RMSNorm's backward nothing (0.72 either way), so it has none.
-fn backward_group<T>(n: usize) -> usize {
-    (GROUP_BYTES / (2 * n * std::mem::size_of::<T>()).max(1)).clamp(1, MAX_GROUP)
-}
-
-/// The weight, and the `dweight`/`dbias` partials, each when present.
-type ParamRefs<'a, T> = (Option<&'a [T]>, Option<&'a mut [<T as Float>::Acc]>, Option<&'a mut [<T as Float>::Acc]>);
-
-/// Sweep 2 of [`backward_rows`] over one chunk of one row: `dx` into `out`,
-/// then the row's `dweight`/`dbias` terms added into the partials at `range`.
-/// `cf` is the row's `(mean, rstd, mean(g), mean(g·x̂))`.
-#[inline(always)]
-fn backward_chunk<T: Float>(
-    xc: &[T],
-    dyc: &[T],
-    out: &mut [T],
-    range: std::ops::Range<usize>,
-    (weight, dw, db): ParamRefs<'_, T>,
-    (m, r, mean_g, mean_gx): (T::Acc, T::Acc, T::Acc, T::Acc),
-) {
-    let xhat = |x: T::Acc| (x - m) * r;
-    // `weight`, `dw` and `db` were checked to hold `n` values, so `range` fits.
-    match (weight, dw, db) {
-        // The usual case, in one loop: each input widened once.
-        (Some(w), Some(dw), Some(db)) => {
-            let params = w[range.clone()].iter().zip(dw[range.clone()].iter_mut()).zip(db[range].iter_mut());
-            for (((o, &x), &dy), ((&w, dw), db)) in out.iter_mut().zip(xc).zip(dyc).zip(params) {
-                let (xh, dy) = (xhat(x.to_acc()), dy.to_acc());
-                *o = T::from_acc(r * (w.to_acc() * dy - mean_g - xh * mean_gx));
-                *dw = *dw + dy * xh;
-                *db = *db + dy;
-            }
-        }
-        (weight, dw, db) => {
-            match weight {
-                Some(w) => {
-                    for (((o, &x), &dy), &w) in out.iter_mut().zip(xc).zip(dyc).zip(&w[range.clone()]) {
-                        let g = w.to_acc() * dy.to_acc();
-                        *o = T::from_acc(r * (g - mean_g - xhat(x.to_acc()) * mean_gx));
-                    }
-                }
-                None => {
-                    for ((o, &x), &dy) in out.iter_mut().zip(xc).zip(dyc) {
-                        *o = T::from_acc(r * (dy.to_acc() - mean_g - xhat(x.to_acc()) * mean_gx));
-                    }
-                }
-            }
-            if let Some(dw) = dw {
-                for ((a, &x), &dy) in dw[range.clone()].iter_mut().zip(xc).zip(dyc) {
-                    *a = *a + dy.to_acc() * xhat(x.to_acc());
-                }
-            }
-            if let Some(db) = db {
-                for (a, &dy) in db[range].iter_mut().zip(dyc) {
-                    *a = *a + dy.to_acc();
-                }
-            }
-        }
-    }
 }

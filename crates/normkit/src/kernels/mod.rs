@@ -7,8 +7,9 @@
 //!
 //! Statistics accumulate in [`Float::Acc`]. The normalizing sweeps of `f32`
 //! data compute in `f32` about a two-part mean (`Standardize`, with its error
-//! bound); backward passes, eval-mode BatchNorm and RMSNorm compute in
-//! `Float::Acc` and round each output once.
+//! bound), and so does the LayerNorm/RMSNorm backward (`row_backward.rs`, with
+//! its bound); the other backward passes, eval-mode BatchNorm and RMSNorm
+//! forward compute in `Float::Acc` and round each output once.
 //! LayerNorm and RMSNorm run SIMD code chosen at run time, over rayon's threads,
 //! with results that do not depend on the thread count (see `simd.rs`).
 
@@ -19,6 +20,7 @@ mod lp_normalize;
 mod per_channel;
 mod per_group;
 mod rms_norm;
+mod row_backward;
 mod simd;
 
 pub use batch_norm::{

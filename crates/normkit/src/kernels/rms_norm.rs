@@ -5,11 +5,12 @@
 //! rows over rayon, non-temporal stores for outputs larger than half the L3,
 //! and `dweight` partials per fixed block of rows added in block order.
 
+use super::row_backward::row_norm_backward;
 use super::simd::{self, CHUNK};
-use super::{check_buf, check_eps, rows_of, write_param_grads};
+use super::{check_buf, check_eps, rows_of, Grads};
 use crate::error::Result;
 use crate::float::{AccFloat, Float};
-use num_traits::{Float as _, Zero as _};
+use num_traits::Float as _;
 use rayon::prelude::*;
 
 /// RMSNorm forward over `x` viewed as `[rows, n]`:
@@ -104,11 +105,11 @@ fn forward_rows<T: Float>(
 /// dweight_j = Σ_rows dy_j · x̂_j
 /// ```
 ///
-/// One sweep of each row of `(x, dy)` from memory for the mean, a second from
-/// cache for `dx` and the row's `dweight` terms, which go into the partial of
-/// its fixed block of rows; the partials are added in block order, so results
-/// are bitwise identical with any number of threads. Beyond the outputs this
-/// allocates only the partials (at most 8 MiB; none without `dweight`).
+/// Computed by the kernel it shares with LayerNorm (`row_backward.rs`: the
+/// mean taken as zero and no `mean(g)` term), with its sweeps, its error bound
+/// for `f32` data and its split over threads: results are bitwise identical
+/// with any number of threads. Beyond the outputs this allocates only the
+/// `dweight` partials (at most 8 MiB; none without `dweight`).
 pub fn rms_norm_backward<T: Float>(
     dy: &[T],
     x: &[T],
@@ -125,91 +126,6 @@ pub fn rms_norm_backward<T: Float>(
     check_buf("dx", dx.len(), x.len())?;
     super::check_param("dweight", dweight.as_deref(), n)?;
 
-    let want_dw = dweight.is_some();
-    let stream = simd::should_stream::<T>(dx.len());
-    let part_len = if want_dw { n } else { 1 };
-    let block_rows = match want_dw {
-        false => simd::rows_per_task(n),
-        true => rows.div_ceil(simd::param_blocks::<T::Acc>(rows, n, 1)).max(1),
-    };
-    let blocks = rows.div_ceil(block_rows).max(1);
-    let mut partials = vec![T::Acc::zero(); blocks * part_len];
-
-    type Refs<'a, T> = (((&'a [T], &'a [T]), &'a mut [T]), (&'a [T], &'a mut [<T as Float>::Acc]));
-    let task = |(((x, dy), dx), (rstd, part)): Refs<'_, T>| {
-        let dw = want_dw.then_some(part);
-        simd::vectorized(
-            #[inline(always)]
-            || backward_rows(x, dy, n, rstd, weight, dx, dw, stream),
-        );
-        if stream {
-            simd::stream_fence();
-        }
-    };
-    let len = block_rows * n;
-    if simd::worth_threads(x.len()) {
-        let rows_it = x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len));
-        rows_it.zip(rstd.par_chunks(block_rows).zip(partials.par_chunks_mut(part_len))).for_each(task);
-    } else {
-        let rows_it = x.chunks(len).zip(dy.chunks(len)).zip(dx.chunks_mut(len));
-        rows_it.zip(rstd.chunks(block_rows).zip(partials.chunks_mut(part_len))).for_each(task);
-    }
-    if want_dw {
-        write_param_grads::<T>(simd::sum_blocks(&mut partials, part_len), dweight);
-    }
+    row_norm_backward(dy, x, n, None, rstd, weight, Grads { dx, dweight, dbias: None });
     Ok(())
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn backward_rows<T: Float>(
-    x: &[T],
-    dy: &[T],
-    n: usize,
-    rstd: &[T],
-    weight: Option<&[T]>,
-    dx: &mut [T],
-    mut dw: Option<&mut [T::Acc]>,
-    stream: bool,
-) {
-    let inv_n = T::Acc::from_count(n as u64).recip();
-    let mut buf = [T::default(); CHUNK];
-    let rows = x.chunks_exact(n).zip(dy.chunks_exact(n)).zip(dx.chunks_exact_mut(n));
-    for (((xr, dyr), dxr), &r) in rows.zip(rstd) {
-        let r = r.to_acc();
-        // Sweep 1, from memory: mean(g · x̂).
-        let sum_gx = match weight {
-            Some(w) => simd::lane_sum_zip3(xr, dyr, w, |x, dy, w| (w * dy) * x * r),
-            None => simd::lane_sum_zip(xr, dyr, |x, dy| dy * x * r),
-        };
-        let mean_gx = sum_gx * inv_n;
-
-        // Sweep 2, from cache: dx, then the row's dweight terms.
-        let chunks = xr.chunks(CHUNK).zip(dyr.chunks(CHUNK)).zip(dxr.chunks_mut(CHUNK));
-        for (c, ((xc, dyc), dxc)) in chunks.enumerate() {
-            // `weight` and `dw` were checked to hold `n` values.
-            let range = c * CHUNK..c * CHUNK + xc.len();
-            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
-            match weight {
-                Some(w) => {
-                    for (((o, &x), &dy), &w) in out.iter_mut().zip(xc).zip(dyc).zip(&w[range.clone()]) {
-                        *o = T::from_acc(r * (w.to_acc() * dy.to_acc() - x.to_acc() * r * mean_gx));
-                    }
-                }
-                None => {
-                    for ((o, &x), &dy) in out.iter_mut().zip(xc).zip(dyc) {
-                        *o = T::from_acc(r * (dy.to_acc() - x.to_acc() * r * mean_gx));
-                    }
-                }
-            }
-            if stream {
-                simd::stream_copy(dxc, &buf[..xc.len()]);
-            }
-            if let Some(dw) = dw.as_deref_mut() {
-                for ((a, &x), &dy) in dw[range].iter_mut().zip(xc).zip(dyc) {
-                    *a = *a + dy.to_acc() * (x.to_acc() * r);
-                }
-            }
-        }
-    }
 }

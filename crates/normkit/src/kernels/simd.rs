@@ -119,29 +119,6 @@ pub(crate) fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> T::Acc) -> T::A
     reduce_lanes(acc)
 }
 
-/// Adds `vals[i]` into lane `i mod LANES` of `acc` (the simplest reduction
-/// shape, which the compiler turns into whole-register additions).
-#[inline(always)]
-fn accumulate<A: AccFloat>(acc: &mut [A; LANES], vals: &[A]) {
-    let (groups, tail) = lane_groups(vals);
-    for g in groups {
-        for l in 0..LANES {
-            acc[l] = acc[l] + g[l];
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(tail) {
-        *a = *a + v;
-    }
-}
-
-// The reductions below whose terms combine several inputs or give two sums
-// first evaluate the terms of a chunk into L1 arrays with an elementwise loop
-// (which the compiler vectorizes reliably), then `accumulate` them: element `i`
-// of the slice still goes to lane `i mod LANES`, since CHUNK is a multiple of
-// LANES. (Evaluating the terms straight into the lanes left the compiler's
-// straight-line vectorizer producing half-scalar code for these shapes: LayerNorm
-// backward ran 2.7 times slower.)
-
 /// `Σ_i x_i` in the element type itself, laid out as [`lane_sum`]: no
 /// widening, so a 512-bit register adds 16 `f32` values at once. Only for a
 /// first estimate that a sweep in `T::Acc` then corrects ([`shifted_moments`]).
@@ -186,41 +163,6 @@ pub(crate) fn lane_sum2<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> (T::Acc, T::Ac
     }
     let (a, b) = std::hint::black_box((a, b));
     (reduce_lanes(a), reduce_lanes(b))
-}
-
-/// `Σ_i f(x_i, y_i)` over two slices of equal length, laid out as [`lane_sum`].
-#[inline(always)]
-pub(crate) fn lane_sum_zip<T: Float>(xs: &[T], ys: &[T], f: impl Fn(T::Acc, T::Acc) -> T::Acc) -> T::Acc {
-    let mut acc = [T::Acc::zero(); LANES];
-    let mut t = [T::Acc::zero(); CHUNK];
-    for (xc, yc) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)) {
-        let t = &mut t[..xc.len()];
-        for ((p, &x), &y) in t.iter_mut().zip(xc).zip(yc) {
-            *p = f(x.to_acc(), y.to_acc());
-        }
-        accumulate(&mut acc, t);
-    }
-    reduce_lanes(acc)
-}
-
-/// `Σ_i f(x_i, y_i, z_i)` over three slices of equal length.
-#[inline(always)]
-pub(crate) fn lane_sum_zip3<T: Float>(
-    xs: &[T],
-    ys: &[T],
-    zs: &[T],
-    f: impl Fn(T::Acc, T::Acc, T::Acc) -> T::Acc,
-) -> T::Acc {
-    let mut acc = [T::Acc::zero(); LANES];
-    let mut t = [T::Acc::zero(); CHUNK];
-    for ((xc, yc), zc) in xs.chunks(CHUNK).zip(ys.chunks(CHUNK)).zip(zs.chunks(CHUNK)) {
-        let t = &mut t[..xc.len()];
-        for (((p, &x), &y), &z) in t.iter_mut().zip(xc).zip(yc).zip(zc) {
-            *p = f(x.to_acc(), y.to_acc(), z.to_acc());
-        }
-        accumulate(&mut acc, t);
-    }
-    reduce_lanes(acc)
 }
 
 /// `(Σ_i f(x_i, y_i).0, Σ_i f(x_i, y_i).1)` over two slices of equal length,

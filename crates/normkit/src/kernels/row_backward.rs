@@ -1,0 +1,363 @@
+//! The backward pass of LayerNorm and RMSNorm, one kernel for both: RMSNorm's
+//! is LayerNorm's with the mean taken as zero and no `mean(g)` term.
+//!
+//! With `x̂ = (x − mean) · rstd` (`mean = 0` for RMSNorm) and `g = dy · weight`
+//! per row of `n`:
+//!
+//! ```text
+//! dx_j      = rstd · (g_j − mean_k(g_k) − x̂_j · mean_k(g_k x̂_k))   (no mean_k(g_k) for RMSNorm)
+//! dweight_j = Σ_rows dy_j · x̂_j
+//! dbias_j   = Σ_rows dy_j
+//! ```
+//!
+//! Each row takes two sweeps: the first reads `(x, dy)` from memory and sums
+//! `g` and `g·x̂`; the second, over the same row in cache, writes `dx` and adds
+//! the row's `dweight`/`dbias` terms into the partials of its fixed block of
+//! rows. Rows go in groups that fit in L2, and the second sweep runs chunk by
+//! chunk over the whole group, so that a chunk's partials stay in L1 while the
+//! group's rows add to them. Blocks are fixed by the shape and their partials
+//! added in block order: results are bitwise identical with any number of
+//! threads.
+//!
+//! # Arithmetic, and its error bound
+//!
+//! A row whose statistics the element type can carry ([`Standardize::new`]
+//! accepts them; otherwise the row takes the wide path below) is computed in
+//! the element type `T`, with `u = T::EPSILON` (a rounding errs by at most
+//! `u/2` of its result):
+//! - sweep 1 sums `g` and `g·x̂` in [`LANES`] lanes of `T`, each lane over the
+//!   16 values it meets in a chunk of [`CHUNK`], then widens each lane's chunk
+//!   sum to `T::Acc`: `|err Σg| ≤ 8u·Σ|g|` and
+//!   `|err Σg·x̂| ≤ 10u·Σ|g·x̂| + u²/4·|mean|·rstd·Σ|g|`;
+//! - sweep 2 computes `dx = (x̂·(−mean(g·x̂)) + (g − mean(g))) · rstd` with one
+//!   fused multiply-add, `x̂` by [`Standardize`]; all told
+//!   `|dx − dx_exact| ≤ u·|dx| + u·rstd·(2|g| + 10·mean|g| + 13|x̂|·mean|g·x̂|)`
+//!   plus `u²/4·|mean|·rstd²·(mean|g·x̂| + 2|x̂|·mean|g|)`, terms proportional to
+//!   the row's gradient and never to its offset;
+//! - a group's (at most [`MAX_GROUP`] rows) `dweight`/`dbias` terms add in `T`,
+//!   then into the block's partials in `T::Acc`:
+//!   `|err dweight| ≤ u/2·|dweight| + 10u·Σ_rows|dy·x̂| + u²/4·Σ_rows|dy|·|mean|·rstd`,
+//!   `|err dbias| ≤ u/2·|dbias| + 8u·Σ_rows|dy|`: the error of a sum of at most
+//!   16 terms, whatever the number of rows (PyTorch sums every row in `f32`).
+//!
+//! `tests/row_norms.rs` checks these bounds against an `f64` reference. A row
+//! whose statistics `Standardize` refuses, or whose means of `g` overflow `T`,
+//! is computed in `T::Acc` and each `dx` rounded once, its parameter terms
+//! added straight into the `T::Acc` partials.
+//!
+//! Measured (`kernel_probe`, `f32`, one thread, `n = 4096`): computing in `f32`
+//! rather than `f64` with one rounding, 0.82-0.90 -> 0.45-0.6 ns per element in
+//! cache; see `backward_group` for the grouping.
+
+use super::simd::{self, CHUNK, LANES};
+use super::{write_param_grads, Grads, Standardize};
+use crate::float::{AccFloat, Float};
+use num_traits::{Float as _, Zero as _};
+use rayon::prelude::*;
+
+/// The backward pass over `x` and `dy` viewed as `[rows, n]`, given the
+/// forward's per-row `rstd` and, for LayerNorm, `mean` (`None`: RMSNorm).
+/// Lengths were checked by the caller. Beyond the outputs, this allocates only
+/// the parameter partials (at most 8 MiB, none when neither `dweight` nor
+/// `dbias` is asked for).
+pub(super) fn row_norm_backward<T: Float>(
+    dy: &[T],
+    x: &[T],
+    n: usize,
+    mean: Option<&[T]>,
+    rstd: &[T],
+    weight: Option<&[T]>,
+    grads: Grads<'_, T>,
+) {
+    let rows = rstd.len();
+    let Grads { dx, dweight, dbias } = grads;
+    let (want_dw, want_db) = (dweight.is_some(), dbias.is_some());
+    let stream = simd::should_stream::<T>(dx.len());
+    // Each block of rows sums its parameter terms into its own partials:
+    // [dweight (n) if wanted, dbias (n) if wanted], or one unused accumulator.
+    let wanted = usize::from(want_dw) + usize::from(want_db);
+    let part_len = (n * wanted).max(1);
+    let block_rows = match wanted {
+        0 => simd::rows_per_task(n),
+        _ => rows.div_ceil(simd::param_blocks::<T::Acc>(rows, n, wanted)).max(1),
+    };
+    let blocks = rows.div_ceil(block_rows).max(1);
+    let mut partials = vec![T::Acc::zero(); blocks * part_len];
+
+    let task = |(((x, dy), dx), ((rs, i), part)): BlockRefs<'_, T>| {
+        let (dw, db) = part.split_at_mut(if want_dw { n } else { 0 });
+        let (dw, db) = (want_dw.then_some(dw), want_db.then_some(db));
+        let mean = mean.map(|m| &m[i * block_rows..i * block_rows + rs.len()]);
+        let block = Block { x, dy, n, mean, rstd: rs, weight };
+        simd::vectorized(
+            #[inline(always)]
+            || backward_rows(block, dx, dw, db, stream),
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    };
+    let len = block_rows * n;
+    if simd::worth_threads(x.len()) {
+        let rows_it = x.par_chunks(len).zip(dy.par_chunks(len)).zip(dx.par_chunks_mut(len));
+        let stats_it = rstd.par_chunks(block_rows).zip(0..blocks);
+        rows_it.zip(stats_it.zip(partials.par_chunks_mut(part_len))).for_each(task);
+    } else {
+        let rows_it = x.chunks(len).zip(dy.chunks(len)).zip(dx.chunks_mut(len));
+        let stats_it = rstd.chunks(block_rows).zip(0..blocks);
+        rows_it.zip(stats_it.zip(partials.chunks_mut(part_len))).for_each(task);
+    }
+
+    let total = simd::sum_blocks(&mut partials, part_len);
+    let (dw_total, db_total) = total.split_at(if want_dw { n } else { 0 });
+    write_param_grads::<T>(dw_total, dweight);
+    write_param_grads::<T>(db_total, dbias);
+}
+
+/// One block's slices: `((x, dy), dx)` and `((rstd, block index), partials)`.
+type BlockRefs<'a, T> = (((&'a [T], &'a [T]), &'a mut [T]), ((&'a [T], usize), &'a mut [<T as Float>::Acc]));
+
+/// The inputs of one block of whole rows.
+#[derive(Clone, Copy)]
+struct Block<'a, T> {
+    x: &'a [T],
+    dy: &'a [T],
+    n: usize,
+    /// `None` for RMSNorm.
+    mean: Option<&'a [T]>,
+    rstd: &'a [T],
+    weight: Option<&'a [T]>,
+}
+
+/// What sweep 2 needs of one row.
+#[derive(Clone, Copy)]
+enum RowCoef<T: Float> {
+    /// In the element type: `x̂` by [`Standardize`], and `rstd`, `mean(g)`,
+    /// `−mean(g·x̂)` rounded to `T`.
+    Narrow { xhat: Standardize<T>, rstd: T, mean_g: T, neg_mean_gx: T },
+    /// In `T::Acc`: `mean`, `rstd`, `mean(g)`, `mean(g·x̂)`.
+    Wide { mean: T::Acc, rstd: T::Acc, mean_g: T::Acc, mean_gx: T::Acc },
+}
+
+/// The backward pass over a block of whole rows, adding each row's parameter
+/// gradient terms into the block's partials `dw` and `db`.
+#[inline(always)]
+fn backward_rows<T: Float>(
+    b: Block<'_, T>,
+    dx: &mut [T],
+    mut dw: Option<&mut [T::Acc]>,
+    mut db: Option<&mut [T::Acc]>,
+    stream: bool,
+) {
+    let n = b.n;
+    let mut buf = [T::default(); CHUNK];
+    let ones = [T::from_f64(1.0); CHUNK];
+    let group = backward_group::<T>(n);
+    let zero = T::Acc::zero();
+    let mut coef = [RowCoef::<T>::Wide { mean: zero, rstd: zero, mean_g: zero, mean_gx: zero }; MAX_GROUP];
+    let groups = b.x.chunks(group * n).zip(b.dy.chunks(group * n)).zip(dx.chunks_mut(group * n));
+    for (gi, ((xg, dyg), dxg)) in groups.enumerate() {
+        // Sweep 1, from memory: the coefficients of each row of the group.
+        for (r, (xr, dyr)) in xg.chunks_exact(n).zip(dyg.chunks_exact(n)).enumerate() {
+            let row = gi * group + r;
+            let mean = b.mean.map_or(zero, |m| m[row].to_acc());
+            coef[r] = row_coef(xr, dyr, b.weight, &ones, mean, b.rstd[row].to_acc(), b.mean.is_some());
+        }
+        // Sweep 2, from cache: dx and the parameter terms, chunk by chunk.
+        for start in (0..n).step_by(CHUNK) {
+            let range = start..(start + CHUNK).min(n);
+            let w = b.weight.map_or(&ones[..range.len()], |w| &w[range.clone()]);
+            // The group's dweight and dbias terms of this chunk, in T.
+            let (mut sum_dw, mut sum_db) = ([T::default(); CHUNK], [T::default(); CHUNK]);
+            let rows = xg.chunks_exact(n).zip(dyg.chunks_exact(n)).zip(dxg.chunks_exact_mut(n));
+            for (((xr, dyr), dxr), &cf) in rows.zip(&coef) {
+                let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
+                let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                match cf {
+                    RowCoef::Narrow { xhat, rstd, mean_g, neg_mean_gx } => {
+                        let sums = (&mut sum_dw[..xc.len()], &mut sum_db[..xc.len()]);
+                        narrow_chunk(xc, dyc, w, out, sums, (xhat, rstd, mean_g, neg_mean_gx));
+                    }
+                    RowCoef::Wide { mean, rstd, mean_g, mean_gx } => {
+                        let params = (w, dw.as_deref_mut(), db.as_deref_mut());
+                        wide_chunk(xc, dyc, out, range.clone(), params, (mean, rstd, mean_g, mean_gx));
+                    }
+                }
+                if stream {
+                    simd::stream_copy(dxc, &buf[..xc.len()]);
+                }
+            }
+            // `dw` and `db` were checked to hold `n` values.
+            if let Some(dw) = dw.as_deref_mut() {
+                widen_add(&mut dw[range.clone()], &sum_dw);
+            }
+            if let Some(db) = db.as_deref_mut() {
+                widen_add(&mut db[range], &sum_db);
+            }
+        }
+    }
+}
+
+/// Sweep 1 over one row: its [`RowCoef`], in the element type when it can
+/// carry the row (see the module docs), in `T::Acc` otherwise. `ones` stands
+/// for an absent weight (a product with 1 is exact).
+#[inline(always)]
+fn row_coef<T: Float>(
+    xr: &[T],
+    dyr: &[T],
+    weight: Option<&[T]>,
+    ones: &[T; CHUNK],
+    mean: T::Acc,
+    rstd: T::Acc,
+    centered: bool,
+) -> RowCoef<T> {
+    let inv_n = T::Acc::from_count(xr.len() as u64).recip();
+    let mean_of_g = |sum_g: T::Acc| if centered { sum_g * inv_n } else { T::Acc::zero() };
+    if let Some(xhat) = Standardize::<T>::new(mean, rstd, rstd) {
+        let (sum_g, sum_gx) = narrow_sums(xr, dyr, weight, ones, xhat);
+        let (mean_g, neg_mean_gx) = (T::from_acc(mean_of_g(sum_g)), T::from_acc(-(sum_gx * inv_n)));
+        if mean_g.is_finite() && neg_mean_gx.is_finite() {
+            return RowCoef::Narrow { xhat, rstd: T::from_acc(rstd), mean_g, neg_mean_gx };
+        }
+    }
+    let xhat = |x: T::Acc| (x - mean) * rstd;
+    let (sum_g, sum_gx) = match weight {
+        Some(w) => simd::lane_sum2_zip3(xr, dyr, w, |x, dy, w| {
+            let g = w * dy;
+            (g, g * xhat(x))
+        }),
+        None => simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * xhat(x))),
+    };
+    RowCoef::Wide { mean, rstd, mean_g: mean_of_g(sum_g), mean_gx: sum_gx * inv_n }
+}
+
+/// `(Σ g, Σ g·x̂)` over one row in [`LANES`] lanes of `T`, each lane's sum over a
+/// chunk of [`CHUNK`] values widened into `T::Acc` lanes (so a lane sums at most
+/// 16 values in `T`), reduced by [`simd::reduce_lanes`].
+#[inline(always)]
+fn narrow_sums<T: Float>(
+    x: &[T],
+    dy: &[T],
+    weight: Option<&[T]>,
+    ones: &[T; CHUNK],
+    xhat: Standardize<T>,
+) -> (T::Acc, T::Acc) {
+    let (mut wide_g, mut wide_gx) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
+    for (c, (xc, dyc)) in x.chunks(CHUNK).zip(dy.chunks(CHUNK)).enumerate() {
+        // The weight was checked to hold `n` values.
+        let wc = weight.map_or(&ones[..xc.len()], |w| &w[c * CHUNK..c * CHUNK + xc.len()]);
+        let (mut sum_g, mut sum_gx) = ([T::default(); LANES], [T::default(); LANES]);
+        let groups = xc.chunks_exact(LANES).zip(dyc.chunks_exact(LANES)).zip(wc.chunks_exact(LANES));
+        for ((xs, dys), ws) in groups {
+            for l in 0..LANES {
+                let g = ws[l] * dys[l];
+                sum_g[l] = sum_g[l] + g;
+                sum_gx[l] = g.mul_add(xhat.apply(xs[l]), sum_gx[l]);
+            }
+        }
+        // Through `black_box`, or the compiler's straight-line vectorizer builds
+        // the loop above from 128-bit operations (as in `simd::lane_sum2`).
+        let (sum_g, sum_gx) = std::hint::black_box((sum_g, sum_gx));
+        for l in 0..LANES {
+            wide_g[l] = wide_g[l] + sum_g[l].to_acc();
+            wide_gx[l] = wide_gx[l] + sum_gx[l].to_acc();
+        }
+        // The chunk's last values (fewer than LANES), straight into T::Acc.
+        let done = xc.len() / LANES * LANES;
+        let tail = xc[done..].iter().zip(&dyc[done..]).zip(&wc[done..]);
+        for (l, ((&x, &dy), &w)) in tail.enumerate() {
+            let g = w * dy;
+            wide_g[l] = wide_g[l] + g.to_acc();
+            wide_gx[l] = wide_gx[l] + (g * xhat.apply(x)).to_acc();
+        }
+    }
+    (simd::reduce_lanes(wide_g), simd::reduce_lanes(wide_gx))
+}
+
+/// Sweep 2 of a [`RowCoef::Narrow`] row over one chunk, in `T`: `dx` into
+/// `out`, and the row's `dweight`/`dbias` terms added into the group's sums.
+#[inline(always)]
+fn narrow_chunk<T: Float>(
+    x: &[T],
+    dy: &[T],
+    w: &[T],
+    out: &mut [T],
+    (sum_dw, sum_db): (&mut [T], &mut [T]),
+    (xhat, rstd, mean_g, neg_mean_gx): (Standardize<T>, T, T, T),
+) {
+    let sums = sum_dw.iter_mut().zip(sum_db.iter_mut());
+    for ((((o, &x), &dy), &w), (sdw, sdb)) in out.iter_mut().zip(x).zip(dy).zip(w).zip(sums) {
+        let xh = xhat.apply(x);
+        *o = xh.mul_add(neg_mean_gx, w * dy - mean_g) * rstd;
+        *sdw = dy.mul_add(xh, *sdw);
+        *sdb = *sdb + dy;
+    }
+}
+
+/// The weight of a chunk (ones when absent), and the `dweight`/`dbias`
+/// partials of the block, each when present.
+type ParamRefs<'a, T> = (&'a [T], Option<&'a mut [<T as Float>::Acc]>, Option<&'a mut [<T as Float>::Acc]>);
+
+/// Sweep 2 of a [`RowCoef::Wide`] row over one chunk, in `T::Acc`: `dx` into
+/// `out` (each rounded once), then the row's `dweight`/`dbias` terms added into
+/// the partials at `range`.
+#[inline(always)]
+fn wide_chunk<T: Float>(
+    xc: &[T],
+    dyc: &[T],
+    out: &mut [T],
+    range: std::ops::Range<usize>,
+    (w, dw, db): ParamRefs<'_, T>,
+    (m, r, mean_g, mean_gx): (T::Acc, T::Acc, T::Acc, T::Acc),
+) {
+    let xhat = |x: T::Acc| (x - m) * r;
+    for (((o, &x), &dy), &w) in out.iter_mut().zip(xc).zip(dyc).zip(w) {
+        let g = w.to_acc() * dy.to_acc();
+        *o = T::from_acc(r * (g - mean_g - xhat(x.to_acc()) * mean_gx));
+    }
+    if let Some(dw) = dw {
+        for ((a, &x), &dy) in dw[range.clone()].iter_mut().zip(xc).zip(dyc) {
+            *a = *a + dy.to_acc() * xhat(x.to_acc());
+        }
+    }
+    if let Some(db) = db {
+        for (a, &dy) in db[range].iter_mut().zip(dyc) {
+            *a = *a + dy.to_acc();
+        }
+    }
+}
+
+/// `acc_j += sums_j` (widened), over `acc`'s length.
+#[inline(always)]
+fn widen_add<T: Float>(acc: &mut [T::Acc], sums: &[T]) {
+    for (a, &s) in acc.iter_mut().zip(sums) {
+        *a = *a + s.to_acc();
+    }
+}
+
+/// Rows of `x` and `dy` (together) that a group of rows in the backward pass
+/// may span: well inside a 1 MiB L2, so that sweep 2 finds them there.
+const GROUP_BYTES: usize = 256 << 10;
+
+/// Fewest rows in a group of the backward pass, even when they spill from L2
+/// into L3: each group reads and writes the block's `T::Acc` partials once.
+const MIN_GROUP: usize = 4;
+
+/// Most rows in a group of the backward pass (and so most terms a parameter
+/// gradient sums in `T` before widening).
+const MAX_GROUP: usize = 16;
+
+/// Rows per group of the backward pass for rows of `n`: as many as fit
+/// [`GROUP_BYTES`], [`MIN_GROUP`] to [`MAX_GROUP`]. A function of the shape
+/// only, like every split.
+///
+/// Measured: in cache (`kernel_probe`, fastest / median of 7 runs, in `f64`
+/// arithmetic, before the `f32` sweeps), one row at a time against groups:
+/// 0.74 / 0.86 -> 0.69 / 0.78 ns per element at `n` = 768, 0.83 / 0.88 ->
+/// 0.77 / 0.78 at 4096. At `[256, 65536]` (`normkit bench --quick`, one
+/// thread, `f32`, 2026-12-02), where a row alone fills a quarter of L2, groups
+/// of one row reached 0.27-0.44 of copy bandwidth, groups of four 0.49-0.72
+/// (each row's terms had gone through the 1 MiB of `f64` partials).
+fn backward_group<T>(n: usize) -> usize {
+    (GROUP_BYTES / (2 * n * std::mem::size_of::<T>()).max(1)).clamp(MIN_GROUP, MAX_GROUP)
+}

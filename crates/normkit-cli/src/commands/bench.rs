@@ -305,7 +305,7 @@ fn bench_row_op<T: Float>(
             Set {
                 x: filled(numel, seed, 2.0, 0.5),
                 dy: if sweep.is_some() { Vec::new() } else { filled(numel, seed + 1, 1.0, 0.0) },
-                y: vec![T::default(); numel],
+                y: ops::zeroed_buffer(numel),
                 mean: vec![T::default(); rows],
                 rstd: vec![T::default(); rows],
             }
@@ -487,7 +487,7 @@ fn bench_chan_op<T: Float>(
             ChanSet {
                 x: filled(numel, seed, 2.0, 0.5),
                 dy: if op.has_backward() { filled(numel, seed + 1, 1.0, 0.0) } else { Vec::new() },
-                y: vec![T::default(); numel],
+                y: ops::zeroed_buffer(numel),
                 mean: vec![T::default(); stats_len],
                 rstd: vec![T::default(); stats_len],
                 moments: vec![normkit::Moments::new(); c],
@@ -643,8 +643,10 @@ fn median(times: &mut [Duration]) -> Duration {
 /// read plus the bytes written.
 fn copy_bandwidth(threads: usize) -> f64 {
     const BYTES: usize = 256 << 20;
-    let src: Vec<u64> = (0..BYTES / 8).into_par_iter().map(|i| i as u64).collect();
-    let mut dst = vec![0u64; BYTES / 8];
+    // Allocated as the kernels' buffers are (huge pages where the OS gives them).
+    let mut src: Vec<f64> = ops::zeroed_buffer(BYTES / 8);
+    src.par_iter_mut().enumerate().for_each(|(i, v)| *v = i as f64);
+    let mut dst: Vec<f64> = ops::zeroed_buffer(BYTES / 8);
     let chunk = (BYTES / 8).div_ceil(threads);
     let mut copy = || {
         let t0 = Instant::now();
@@ -657,9 +659,13 @@ fn copy_bandwidth(threads: usize) -> f64 {
 }
 
 /// `len` values `offset + scale · u`, `u` uniform-looking in [-1, 1), from a hash
-/// of the index (fast to fill in parallel, no dependence on a random crate).
+/// of the index (fast to fill in parallel, no dependence on a random crate), in
+/// a buffer from [`ops::zeroed_buffer`] (huge pages where the OS gives them, as
+/// numpy's arrays get for the peers' inputs).
 fn filled<T: Float>(len: usize, seed: u64, scale: f64, offset: f64) -> Vec<T> {
-    (0..len).into_par_iter().map(|i| T::from_f64(offset + scale * hash_unit(seed ^ i as u64))).collect()
+    let mut v: Vec<T> = ops::zeroed_buffer(len);
+    v.par_iter_mut().enumerate().for_each(|(i, v)| *v = T::from_f64(offset + scale * hash_unit(seed ^ i as u64)));
+    v
 }
 
 /// A value in [-1, 1) from splitmix64 of `i`.

@@ -94,6 +94,16 @@ pub(crate) fn output_buffer<T: Float>(len: usize) -> Vec<T> {
             return v;
         }
     }
+    zeroed_buffer(len)
+}
+
+/// A zeroed `Vec` of `len` values, for the buffers a caller passes to the
+/// `_into` ops: as `vec![0; len]`, except that on Linux a buffer of 4 MiB or
+/// more asks for transparent huge pages (`madvise(MADV_HUGEPAGE)`, as the
+/// allocating ops do for their outputs and numpy does for its arrays), which
+/// spares a large sweep a TLB miss every 4 KiB. Never taken from, or given to,
+/// the output cache.
+pub fn zeroed_buffer<T: Float>(len: usize) -> Vec<T> {
     let mut v = vec![T::default(); len];
     if std::mem::size_of_val(v.as_slice()) >= LARGE_BYTES {
         advise_huge_pages(&mut v);

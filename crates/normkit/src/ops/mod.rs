@@ -27,7 +27,7 @@ pub use batch_norm::{
     BatchNormOutMut, BatchNormOutput,
 };
 pub(crate) use buffer::recycle as recycle_buffer;
-pub use buffer::release_output_cache;
+pub use buffer::{release_output_cache, zeroed_buffer};
 pub use group_norm::{
     group_layout, group_norm, group_norm_backward, group_norm_backward_into, group_norm_into, instance_norm,
     instance_norm_backward, instance_norm_backward_into, instance_norm_into, instance_norm_update_running,

@@ -30,7 +30,7 @@
 use crate::float::{AccFloat, Float};
 #[cfg(doc)]
 use crate::moments::BLOCK;
-use crate::moments::{corrected_m2, needs_recentring, Moments};
+use crate::moments::{corrected_m2, Moments};
 use num_traits::Zero as _;
 
 /// Accumulator lanes of every reduction: 16 `f64` lanes fill two AVX-512
@@ -117,24 +117,6 @@ pub(crate) fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> T::Acc) -> T::A
         *a = *a + f(x.to_acc());
     }
     reduce_lanes(acc)
-}
-
-/// `Σ_i x_i` in the element type itself, laid out as [`lane_sum`]: no
-/// widening, so a 512-bit register adds 16 `f32` values at once. Only for a
-/// first estimate that a sweep in `T::Acc` then corrects ([`shifted_moments`]).
-#[inline(always)]
-fn native_lane_sum<T: Float>(xs: &[T]) -> T {
-    let mut acc = [T::default(); LANES];
-    let (groups, tail) = lane_groups(xs);
-    for g in groups {
-        for l in 0..LANES {
-            acc[l] = acc[l] + g[l];
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(tail) {
-        *a = *a + x;
-    }
-    reduce_lanes(std::hint::black_box(acc))
 }
 
 /// `(Σ_i f(x_i).0, Σ_i f(x_i).1)`, two sums in one sweep, each laid out as
@@ -267,60 +249,42 @@ pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
 /// same value, so that the merge's mean differences are not rounded at the
 /// scale of a large common offset.
 ///
-/// Per block of `k` values:
+/// Per block of `k` values, one sweep (from memory):
 ///
 /// ```text
-/// c      = (Σ_i x_i) / k        summed in T (f32: 16 values per 512-bit add, no widening)
-///          or x_0 if that is not finite
+/// c      = x_0                  the block's first value, exact in T::Acc
 /// d_i    = x_i - c              in T::Acc
 /// mean   = (c - shift) + Σ d_i / k
 /// M2     = Σ d_i² - (Σ d_i)² / k
 /// ```
 ///
-/// The last line is the corrected two-pass formula, which is exact for any
-/// centre `c` in exact arithmetic; in floating point its relative error is at
-/// most about `2⁻⁵³ · (k/16) · (1 + ((c - mean)/σ)²)` (the sums run in 16
-/// lanes). An `f32` sum of 128 values per lane puts `c` within about
-/// `128 · 2⁻²⁴ · |mean|` of the mean, and `|mean|/σ` of `f32` data is below
-/// about `2²⁴`, so `|c - mean|/σ <= 128`; the fallback `x_0` (when the `f32`
-/// sum overflows or the block holds inf or NaN) is within `σ·sqrt(k-1)` of the
-/// mean (Samuelson's inequality). Either way the worst case is about 2e-10
-/// relative for blocks of 2048, far below what `f32` data resolves; measured
-/// errors are near 1e-15 (README "Numerics"). A block left at the formula's
-/// noise (constant about an inexact centre) is summed again about the refined
-/// mean ([`needs_recentring`]). The first sweep used to widen and shift
-/// every value into an L1 buffer in `f64` and sum that; summing in `T` instead
-/// saves that buffer's stores and loads (kernel_probe, f32 in cache, one
-/// thread, fastest batches: LayerNorm forward 0.52 -> 0.50 ns per element,
-/// GroupNorm forward 0.51 -> 0.45). Accuracy: README "Numerics".
+/// The last line is the corrected two-pass formula, exact for any centre `c`
+/// in exact arithmetic; in floating point its relative error is at most about
+/// `2⁻⁵³ · (k/16) · (1 + ((c - mean)/σ)²)` (the sums run in 16 lanes). Any one
+/// value of a block lies within `σ·sqrt(k-1)` of the block's mean (Samuelson's
+/// inequality), so with `c = x_0` the worst case is `2⁻⁵³ · (k/16) · k`, about
+/// 3e-11 relative for blocks of 2048, far below what `f32` data resolves;
+/// measured errors are near 1e-15 (README "Numerics"). A constant block has
+/// `d_i = 0` exactly and so `M2 = 0`.
+///
+/// Earlier versions swept each block twice: first a sum in `T` (16 `f32` per
+/// 512-bit add) for the block's mean as the centre, then the deviations from
+/// L1; a better centre, but the row was read from memory by the cheap sweep
+/// and the arithmetic all came after it. One sweep measured (kernel_probe, f32,
+/// one thread, 2026-12-02): see the README's "Performance".
 #[inline(always)]
 pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::Acc> {
     let mut acc = Moments::new();
     for block in xs.chunks(MOMENTS_BLOCK) {
         let k = T::Acc::from_count(block.len() as u64);
-        // Sweep 1 (from memory): a first estimate of the block's mean.
-        let sum = native_lane_sum(block);
-        let first = block.first().map_or(T::Acc::zero(), |x| x.to_acc());
-        let mut centre = if sum.is_finite() { sum.to_acc() / k } else { first };
-        // Sweep 2 (from L1): the deviations' sum and sum of squares together.
-        let deviations = |centre: T::Acc| {
-            lane_sum2(block, |x| {
-                let d = x - centre;
-                (d, d * d)
-            })
-        };
-        let (mut dev_sum, mut dev_sq) = deviations(centre);
-        let mut m2 = corrected_m2(dev_sq, dev_sum, k);
-        if needs_recentring(m2, dev_sq, k) {
-            // A (nearly) constant block about an inexact centre: once more
-            // about the refined mean, which makes a constant block's M2 0.
-            centre = centre + dev_sum / k;
-            (dev_sum, dev_sq) = deviations(centre);
-            m2 = corrected_m2(dev_sq, dev_sum, k);
-        }
+        let centre = block.first().map_or(T::Acc::zero(), |x| x.to_acc());
+        let (dev_sum, dev_sq) = lane_sum2(block, |x| {
+            let d = x - centre;
+            (d, d * d)
+        });
+        let m2 = corrected_m2(dev_sq, dev_sum, k);
         let mean = (centre - shift) + dev_sum / k;
-        let block_moments = Moments::from_parts(block.len() as u64, mean, m2);
-        acc = acc.merge(&block_moments);
+        acc = acc.merge(&Moments::from_parts(block.len() as u64, mean, m2));
     }
     acc
 }

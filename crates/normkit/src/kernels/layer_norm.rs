@@ -34,12 +34,15 @@
 //! 9. backward in `f32` for `f32` data, one kernel with RMSNorm
 //!    (`row_backward.rs`, with the error bound): in cache 0.82-0.90 -> 0.45-0.6
 //!    ns per element at `n = 4096`, 0.69-0.77 -> 0.37-0.55 at 768; `normkit
-//!    bench --quick`, one thread, `[8192, 4096]`: fraction 0.28-0.41 -> 0.43-0.68.
+//!    bench --quick`, one thread, `[8192, 4096]`: fraction 0.28-0.41 -> 0.43-0.68;
+//! 10. the statistics in one sweep per block from memory, about the block's
+//!    first value, instead of an `f32` sweep for a centre and a second sweep
+//!    from L1 (`simd::shifted_moments`): forward in cache 0.37 -> 0.31 ns per
+//!    element, from memory 0.55 -> 0.46-0.50 at `n = 4096`.
 //!
-//! The rest of the gap to the memory floor: in cache the kernel costs 0.41-0.45
-//! ns per element against 0.36 ns to move its bytes at 22 GB/s, and with one
-//! thread the reading sweep (statistics) and the writing sweep (normalize) of a
-//! row alternate rather than overlap; see the README's "Performance".
+//! The rest of the gap to the memory floor: with one thread the reading sweep
+//! (statistics) and the writing sweep (normalize) of a row alternate rather
+//! than overlap; see the README's "Performance".
 
 use super::row_backward::row_norm_backward;
 use super::simd::{self, CHUNK};

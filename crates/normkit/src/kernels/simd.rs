@@ -222,19 +222,17 @@ pub(crate) fn lane_sum2_zip3<T: Float>(
     (reduce_lanes(a0), reduce_lanes(a1))
 }
 
-/// Values per block in [`row_moments`]: 8 KiB of `f32` (16 KiB of `f64`), so
-/// the block's second sweep reads L1. [`Moments::from_slice`]'s 256 is too
+/// Values per block in [`row_moments`]. [`Moments::from_slice`]'s 256 is too
 /// small here: each block ends in lane reductions, divisions and a Chan merge,
-/// about 130 cycles of latency, as long as the vectorized sweeps over 256
-/// values themselves; 2048 makes that overhead about a sixth.
+/// about 130 cycles of latency, as long as the vectorized sweep over 256
+/// values itself; 2048 makes that overhead about a sixth. Larger blocks would
+/// loosen the worst case of [`shifted_moments`] (it grows as the square of
+/// the block).
 pub(crate) const MOMENTS_BLOCK: usize = 2048;
 
 /// The [`Moments`] of a row, shifted by its first value, from blocks of
-/// [`MOMENTS_BLOCK`] values each summarised by the corrected two-pass algorithm
-/// while in L1 and merged left to right by Chan's formula (the algorithm of
-/// [`Moments::from_slice`], with larger blocks, a cheaper first sweep and
-/// [`LANES`] lanes: rounding differs in the last bits, the error bounds are of
-/// the same kind).
+/// [`MOMENTS_BLOCK`] values each summarised in one sweep about its first value
+/// ([`shifted_moments`]) and merged left to right by Chan's formula.
 #[inline(always)]
 pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
     let Some(shift) = xs.first().map(|x| x.to_acc()) else {

@@ -36,9 +36,9 @@
 //!    ns per element at `n = 4096`, 0.69-0.77 -> 0.37-0.55 at 768; `normkit
 //!    bench --quick`, one thread, `[8192, 4096]`: fraction 0.28-0.41 -> 0.43-0.68;
 //! 10. the statistics in one sweep per block from memory, about the block's
-//!    first value, instead of an `f32` sweep for a centre and a second sweep
-//!    from L1 (`simd::shifted_moments`): forward in cache 0.37 -> 0.31 ns per
-//!    element, from memory 0.55 -> 0.46-0.50 at `n = 4096`.
+//!     first value, instead of an `f32` sweep for a centre and a second sweep
+//!     from L1 (`simd::shifted_moments`): forward in cache 0.37 -> 0.31 ns per
+//!     element, from memory 0.55 -> 0.46-0.50 at `n = 4096`.
 //!
 //! The rest of the gap to the memory floor: with one thread the reading sweep
 //! (statistics) and the writing sweep (normalize) of a row alternate rather

@@ -216,6 +216,71 @@ proptest! {
         assert_close("rstd", &widen(&r), &want.rstd, 0.0, f32::EPSILON as f64);
     }
 
+    /// The f32 backward (GroupNorm, and InstanceNorm where a group is one
+    /// channel) against the formulas in f64 on the same f32 inputs and saved
+    /// statistics, within the bound derived for LayerNorm's backward in
+    /// `kernels/row_backward.rs` (`u = f32::EPSILON`, per group of `M` values):
+    /// `|dx − exact| ≤ u·|dx| + u·rstd·(2|g| + 10·mean|g| + 13|x̂|·mean|g·x̂|)`
+    /// plus `u²/4·|mean|·rstd²·(mean|g·x̂| + 2|x̂|·mean|g|)`; `dweight` within
+    /// `u/2·|dweight| + Σ (10u·|dy·x̂| + u²/4·|dy|·|mean|·rstd)`, `dbias` within
+    /// `u/2·|dbias| + 8u·Σ|dy|`.
+    #[test]
+    fn group_norm_f32_backward_is_within_its_bound(seed in any::<u64>()) {
+        let p = problem(seed, &VALUE_KINDS, 6000);
+        let (x32, dy32, w32) = (narrow(&p.x), narrow(&p.dy), p.w.as_deref().map(narrow));
+        let c = p.shape[1];
+        let layout = GroupLayout::new(p.shape[0], c, numel(&p.shape[2..]), p.groups).unwrap();
+        let stats = p.shape[0] * p.groups;
+        let (mut y, mut m, mut r) = (vec![0f32; x32.len()], vec![0f32; stats], vec![0f32; stats]);
+        let affine = Affine { weight: w32.as_deref(), bias: None };
+        kernels::group_norm_forward(&x32, layout, affine, p.eps, &mut y, &mut m, &mut r).unwrap();
+        let (mut dx, mut dw, mut db) = (vec![0f32; x32.len()], vec![0f32; c], vec![0f32; c]);
+        let grads = Grads { dx: &mut dx, dweight: Some(&mut dw), dbias: Some(&mut db) };
+        kernels::group_norm_backward(&dy32, &x32, layout, &m, &r, w32.as_deref(), grads).unwrap();
+
+        let u = f32::EPSILON as f64;
+        let keys = group_keys(&p.shape, p.groups);
+        let wc = |ch: usize| w32.as_ref().map_or(1.0, |w| w[ch] as f64);
+        let xhat = |i: usize| (x32[i] as f64 - m[keys[i].0] as f64) * r[keys[i].0] as f64;
+        let g = |i: usize| dy32[i] as f64 * wc(keys[i].1);
+        // Per group: mean(g), mean(g·x̂), mean|g|, mean|g·x̂|, over its M values.
+        let mut per_group = vec![[0.0f64; 5]; stats];
+        for i in 0..x32.len() {
+            let s = &mut per_group[keys[i].0];
+            let (gi, xi) = (g(i), xhat(i));
+            s[0] += gi;
+            s[1] += gi * xi;
+            s[2] += gi.abs();
+            s[3] += (gi * xi).abs();
+            s[4] += 1.0;
+        }
+        let (mut ref_dw, mut ref_db, mut tol_dw, mut tol_db) = (vec![0.0; c], vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+        for i in 0..x32.len() {
+            let (k, ch) = keys[i];
+            let s = per_group[k];
+            let (mean_g, mean_gx, abs_g, abs_gx) = (s[0] / s[4], s[1] / s[4], s[2] / s[4], s[3] / s[4]);
+            let (mk, rk) = (m[k] as f64, r[k] as f64);
+            let (gi, xi, dyi) = (g(i), xhat(i), dy32[i] as f64);
+            let want = rk * (gi - mean_g - xi * mean_gx);
+            let tol = u * want.abs()
+                + u * rk * (2.0 * gi.abs() + 10.0 * abs_g + 13.0 * xi.abs() * abs_gx)
+                + u * u / 4.0 * mk.abs() * rk * rk * (abs_gx + 2.0 * xi.abs() * abs_g);
+            let got = dx[i] as f64;
+            prop_assert!((got - want).abs() <= tol, "dx[{}] {} vs {} (tol {:e})", i, got, want, tol);
+            ref_dw[ch] += dyi * xi;
+            ref_db[ch] += dyi;
+            tol_dw[ch] += 10.0 * u * (dyi * xi).abs() + u * u / 4.0 * dyi.abs() * mk.abs() * rk;
+            tol_db[ch] += 8.0 * u * dyi.abs();
+        }
+        for ch in 0..c {
+            let (gw, gb) = (dw[ch] as f64, db[ch] as f64);
+            let tw = 0.5 * u * ref_dw[ch].abs() + tol_dw[ch];
+            prop_assert!((gw - ref_dw[ch]).abs() <= tw, "dweight[{}] {} vs {} (tol {:e})", ch, gw, ref_dw[ch], tw);
+            let tb = 0.5 * u * ref_db[ch].abs() + tol_db[ch];
+            prop_assert!((gb - ref_db[ch]).abs() <= tb, "dbias[{}] {} vs {} (tol {:e})", ch, gb, ref_db[ch], tb);
+        }
+    }
+
     #[test]
     fn group_norm_backward_f64_matches_reference(seed in any::<u64>()) {
         let p = problem(seed, &[(0.0, 1.0), (5.0, 3.0), (-20.0, 100.0)], 3000);

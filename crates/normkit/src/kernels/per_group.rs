@@ -11,7 +11,7 @@
 //! over the batch in sample order, so they do not depend on the split either.
 
 use super::group_norm::GroupLayout;
-use super::{normalize_run, simd, Affine, Standardize};
+use super::{normalize_run, row_backward, simd, Affine, Standardize};
 use crate::float::{AccFloat, Float};
 use num_traits::{Float as _, One as _, Zero as _};
 use rayon::prelude::*;
@@ -115,6 +115,15 @@ pub(crate) fn forward<T: Float>(
 ///    whose `weight_c`-weighted sums over the group are `Σ g` and `Σ g · x̂`;
 /// 2. a sweep from cache writes `dx = rstd · (g - mean(g) - x̂ · mean(g · x̂))`.
 ///
+/// For `f32` data both sweeps compute in `f32` when [`Standardize`] accepts the
+/// group's statistics, as LayerNorm's backward does (`row_backward.rs`, which
+/// derives the bound; `tests/group_norm.rs` checks it): the run sums in `f32`
+/// lanes of at most 16 values widened into `f64`, `dx` with one fused
+/// multiply-add. Otherwise in `T::Acc`, each `dx` rounded once. In cache
+/// (GroupNorm backward `[2,64,512]`, one thread, fastest of 300 batches, three
+/// runs each) 0.50-0.54 -> 0.27-0.38 ns per element; from memory (`normkit
+/// bench --quick`, three alternating runs) no consistent change.
+///
 /// `layout` not empty, sizes checked by the caller.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
@@ -136,21 +145,31 @@ pub(crate) fn backward<T: Float>(
             #[inline(always)]
             || {
                 let mut buf = [T::default(); simd::CHUNK];
+                let ones = [T::from_f64(1.0); simd::CHUNK];
                 let groups_it = x.chunks_exact(glen).zip(dy.chunks_exact(glen)).zip(dx.chunks_exact_mut(glen));
                 for (j, (((xg, dyg), dxg), sums)) in groups_it.zip(sums.chunks_exact_mut(2 * cpg)).enumerate() {
                     let gi = first + j;
                     let (m, r) = (mean[gi].to_acc(), rstd[gi].to_acc());
                     let c0 = (gi % groups) * cpg;
+                    // In the element type when it can carry the group (as
+                    // LayerNorm's backward, `row_backward.rs`, with the same
+                    // bound), else in `T::Acc` with one rounding per `dx`.
+                    let narrow = Standardize::<T>::new(m, r, r);
                     let (mut sum_g, mut sum_gx) = (T::Acc::zero(), T::Acc::zero());
                     let runs = xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial));
                     for (k, ((xr, dyr), s)) in runs.zip(sums.chunks_exact_mut(2)).enumerate() {
-                        let (sdy, sdyx) = simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * ((x - m) * r)));
+                        let (sdy, sdyx) = match narrow {
+                            Some(xhat) => row_backward::narrow_sums(xr, dyr, None, &ones, xhat),
+                            None => simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * ((x - m) * r))),
+                        };
                         (s[0], s[1]) = (sdy, sdyx);
                         let w = super::param_at(weight, c0 + k, T::Acc::one());
                         sum_g = sum_g + w * sdy;
                         sum_gx = sum_gx + w * sdyx;
                     }
                     let (mean_g, mean_gx) = (sum_g * inv, sum_gx * inv);
+                    let coef = (T::from_acc(mean_g), T::from_acc(-mean_gx), T::from_acc(r));
+                    let narrow = narrow.filter(|_| coef.0.is_finite() && coef.1.is_finite());
                     let runs =
                         xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial)).zip(dxg.chunks_exact_mut(spatial));
                     for (k, ((xr, dyr), dxr)) in runs.enumerate() {
@@ -159,9 +178,20 @@ pub(crate) fn backward<T: Float>(
                             xr.chunks(simd::CHUNK).zip(dyr.chunks(simd::CHUNK)).zip(dxr.chunks_mut(simd::CHUNK));
                         for ((xc, dyc), dxc) in chunks {
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
-                            for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
-                                let xhat = (v.to_acc() - m) * r;
-                                *o = T::from_acc(r * (w * g.to_acc() - mean_g - xhat * mean_gx));
+                            match narrow {
+                                Some(xhat) => {
+                                    let (mean_g, neg_mean_gx, r) = coef;
+                                    let w = T::from_acc(w);
+                                    for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
+                                        *o = xhat.apply(v).mul_add(neg_mean_gx, w * g - mean_g) * r;
+                                    }
+                                }
+                                None => {
+                                    for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
+                                        let xhat = (v.to_acc() - m) * r;
+                                        *o = T::from_acc(r * (w * g.to_acc() - mean_g - xhat * mean_gx));
+                                    }
+                                }
                             }
                             if stream {
                                 simd::stream_copy(dxc, &buf[..xc.len()]);

@@ -235,7 +235,7 @@ fn row_coef<T: Float>(
 /// chunk of [`CHUNK`] values widened into `T::Acc` lanes (so a lane sums at most
 /// 16 values in `T`), reduced by [`simd::reduce_lanes`].
 #[inline(always)]
-fn narrow_sums<T: Float>(
+pub(super) fn narrow_sums<T: Float>(
     x: &[T],
     dy: &[T],
     weight: Option<&[T]>,

@@ -752,3 +752,39 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(inst.forward(x.view()).is_err(), "running_mean without running_var");
     assert!(InstanceNorm::<f64>::new(5).forward(x.view()).is_err());
 }
+
+/// `dy` near 3e37: sums of 16 such values overflow `f32`, so the `f32` backward
+/// of GroupNorm and of LayerNorm must fall back to `f64` sums, and `dx` stays
+/// finite and close to the f64 result (which is of the order of the spread of
+/// `dy`, not of `dy` itself).
+#[test]
+fn f32_backward_with_dy_whose_f32_sums_overflow() {
+    let (c, s) = (2usize, 512usize);
+    let len = c * s;
+    let x: Vec<f32> = (0..len).map(|i| ((i * 37) % 11) as f32 * 0.25 - 1.0).collect();
+    let dy: Vec<f32> = (0..len).map(|i| 3e37 * (1.0 + ((i * 13) % 7) as f32 * 1e-3)).collect();
+    let layout = GroupLayout::new(1, c, s, 1).unwrap();
+    let (mut y, mut m, mut r) = (vec![0f32; len], vec![0f32; 1], vec![0f32; 1]);
+    kernels::group_norm_forward(&x, layout, Affine::none(), 1e-5, &mut y, &mut m, &mut r).unwrap();
+    let (mean, rstd) = (m[0] as f64, r[0] as f64);
+    let xhat: Vec<f64> = x.iter().map(|&v| (v as f64 - mean) * rstd).collect();
+    let g: Vec<f64> = dy.iter().map(|&v| v as f64).collect();
+    let mean_g = g.iter().sum::<f64>() / len as f64;
+    let mean_gx = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / len as f64;
+    let want: Vec<f64> = (0..len).map(|i| rstd * (g[i] - mean_g - xhat[i] * mean_gx)).collect();
+    let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let check = |what: &str, dx: &[f32]| {
+        for (i, (&got, &w)) in dx.iter().zip(&want).enumerate() {
+            assert!(got.is_finite(), "{what} dx[{i}] = {got}");
+            assert!((got as f64 - w).abs() <= 1e-4 * scale, "{what} dx[{i}] {got} vs {w}");
+        }
+    };
+    let mut dx = vec![0f32; len];
+    let grads = Grads { dx: &mut dx, dweight: None, dbias: None };
+    kernels::group_norm_backward(&dy, &x, layout, &m, &r, None, grads).unwrap();
+    check("group_norm", &dx);
+    let mut dx = vec![0f32; len];
+    let grads = Grads { dx: &mut dx, dweight: None, dbias: None };
+    kernels::layer_norm_backward(&dy, &x, len, &m, &r, None, grads).unwrap();
+    check("layer_norm", &dx);
+}

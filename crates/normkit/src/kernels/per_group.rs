@@ -154,22 +154,31 @@ pub(crate) fn backward<T: Float>(
                     // In the element type when it can carry the group (as
                     // LayerNorm's backward, `row_backward.rs`, with the same
                     // bound), else in `T::Acc` with one rounding per `dx`.
-                    let narrow = Standardize::<T>::new(m, r, r);
-                    let (mut sum_g, mut sum_gx) = (T::Acc::zero(), T::Acc::zero());
-                    let runs = xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial));
-                    for (k, ((xr, dyr), s)) in runs.zip(sums.chunks_exact_mut(2)).enumerate() {
-                        let (sdy, sdyx) = match narrow {
-                            Some(xhat) => row_backward::narrow_sums(xr, dyr, None, &ones, xhat),
-                            None => simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * ((x - m) * r))),
-                        };
-                        (s[0], s[1]) = (sdy, sdyx);
-                        let w = super::param_at(weight, c0 + k, T::Acc::one());
-                        sum_g = sum_g + w * sdy;
-                        sum_gx = sum_gx + w * sdyx;
-                    }
-                    let (mean_g, mean_gx) = (sum_g * inv, sum_gx * inv);
+                    // Sweep 1: each run's `Σ dy` and `Σ dy·x̂` into `sums`, and
+                    // their weighted totals `Σ g`, `Σ g·x̂` over the group.
+                    let mut run_sums = |narrow: Option<Standardize<T>>| {
+                        let (mut sum_g, mut sum_gx) = (T::Acc::zero(), T::Acc::zero());
+                        let runs = xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial));
+                        for (k, ((xr, dyr), s)) in runs.zip(sums.chunks_exact_mut(2)).enumerate() {
+                            let (sdy, sdyx) = match narrow {
+                                Some(xhat) => row_backward::narrow_sums(xr, dyr, None, &ones, xhat),
+                                None => simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * ((x - m) * r))),
+                            };
+                            (s[0], s[1]) = (sdy, sdyx);
+                            let w = super::param_at(weight, c0 + k, T::Acc::one());
+                            sum_g = sum_g + w * sdy;
+                            sum_gx = sum_gx + w * sdyx;
+                        }
+                        (sum_g * inv, sum_gx * inv)
+                    };
+                    let mut narrow = Standardize::<T>::new(m, r, r);
+                    let (mut mean_g, mut mean_gx) = run_sums(narrow);
                     let coef = (T::from_acc(mean_g), T::from_acc(-mean_gx), T::from_acc(r));
-                    let narrow = narrow.filter(|_| coef.0.is_finite() && coef.1.is_finite());
+                    if narrow.is_some() && !(coef.0.is_finite() && coef.1.is_finite()) {
+                        // Sums that overflow the element type: all in T::Acc.
+                        narrow = None;
+                        (mean_g, mean_gx) = run_sums(None);
+                    }
                     let runs =
                         xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial)).zip(dxg.chunks_exact_mut(spatial));
                     for (k, ((xr, dyr), dxr)) in runs.enumerate() {

@@ -151,11 +151,11 @@ pub(crate) fn backward<T: Float>(
                     let gi = first + j;
                     let (m, r) = (mean[gi].to_acc(), rstd[gi].to_acc());
                     let c0 = (gi % groups) * cpg;
-                    // In the element type when it can carry the group (as
-                    // LayerNorm's backward, `row_backward.rs`, with the same
-                    // bound), else in `T::Acc` with one rounding per `dx`.
                     // Sweep 1: each run's `Σ dy` and `Σ dy·x̂` into `sums`, and
-                    // their weighted totals `Σ g`, `Σ g·x̂` over the group.
+                    // the means of their weighted totals `Σ g`, `Σ g·x̂`; in the
+                    // element type when it can carry the group (as LayerNorm's
+                    // backward, `row_backward.rs`, with the same bound), else in
+                    // `T::Acc`, each `dx` then rounded once.
                     let mut run_sums = |narrow: Option<Standardize<T>>| {
                         let (mut sum_g, mut sum_gx) = (T::Acc::zero(), T::Acc::zero());
                         let runs = xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial));
@@ -173,8 +173,8 @@ pub(crate) fn backward<T: Float>(
                     };
                     let mut narrow = Standardize::<T>::new(m, r, r);
                     let (mut mean_g, mut mean_gx) = run_sums(narrow);
-                    let coef = (T::from_acc(mean_g), T::from_acc(-mean_gx), T::from_acc(r));
-                    if narrow.is_some() && !(coef.0.is_finite() && coef.1.is_finite()) {
+                    let coef = (T::from_acc(r), T::from_acc(mean_g), T::from_acc(-mean_gx));
+                    if narrow.is_some() && !(coef.1.is_finite() && coef.2.is_finite()) {
                         // Sums that overflow the element type: all in T::Acc.
                         narrow = None;
                         (mean_g, mean_gx) = run_sums(None);
@@ -189,10 +189,9 @@ pub(crate) fn backward<T: Float>(
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
                             match narrow {
                                 Some(xhat) => {
-                                    let (mean_g, neg_mean_gx, r) = coef;
                                     let w = T::from_acc(w);
                                     for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
-                                        *o = xhat.apply(v).mul_add(neg_mean_gx, w * g - mean_g) * r;
+                                        *o = row_backward::narrow_dx(xhat.apply(v), w * g, coef);
                                     }
                                 }
                                 None => {

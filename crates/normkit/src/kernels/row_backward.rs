@@ -288,10 +288,18 @@ fn narrow_chunk<T: Float>(
     let sums = sum_dw.iter_mut().zip(sum_db.iter_mut());
     for ((((o, &x), &dy), &w), (sdw, sdb)) in out.iter_mut().zip(x).zip(dy).zip(w).zip(sums) {
         let xh = xhat.apply(x);
-        *o = xh.mul_add(neg_mean_gx, w * dy - mean_g) * rstd;
+        *o = narrow_dx(xh, w * dy, (rstd, mean_g, neg_mean_gx));
         *sdw = dy.mul_add(xh, *sdw);
         *sdb = *sdb + dy;
     }
+}
+
+/// One `dx` in `T`, from `x̂` and `g = dy·w` of one value and the row's (or
+/// group's) `(rstd, mean(g), −mean(g·x̂))`: `(x̂·(−mean(g·x̂)) + (g − mean(g)))·rstd`,
+/// the first step one fused multiply-add (the bound in the module docs).
+#[inline(always)]
+pub(super) fn narrow_dx<T: Float>(xhat: T, g: T, (rstd, mean_g, neg_mean_gx): (T, T, T)) -> T {
+    xhat.mul_add(neg_mean_gx, g - mean_g) * rstd
 }
 
 /// The weight of a chunk (ones when absent), and the `dweight`/`dbias`

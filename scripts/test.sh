@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
+echo "== kernels compiled inside their dispatched SIMD functions"
+bash scripts/check_dispatch.sh
+
 # Conformance: every case beside the repository (ONNX, PyTorch, scikit-learn),
 # no op excluded. The binary is built with the test profile, whose artifacts
 # `cargo test` just made, so CI does not compile the dependencies a third time.

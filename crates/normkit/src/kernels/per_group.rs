@@ -153,14 +153,14 @@ pub(crate) fn backward<T: Float>(
                     let c0 = (gi % groups) * cpg;
                     // Sweep 1, in the element type when it can carry the group.
                     let sweep1 = (xg, dyg, spatial, &ones);
-                    let params = (weight, c0, m, r, inv);
+                    let (params, stats) = ((weight, c0), (m, r, inv));
                     let mut narrow = Standardize::<T>::new(m, r, r);
-                    let (mut mean_g, mut mean_gx) = group_sums(sweep1, params, narrow, sums);
+                    let (mut mean_g, mut mean_gx) = group_sums(sweep1, params, stats, narrow, sums);
                     let coef = (T::from_acc(r), T::from_acc(mean_g), T::from_acc(-mean_gx));
                     if narrow.is_some() && !(coef.1.is_finite() && coef.2.is_finite()) {
                         // Sums that overflow the element type: all in T::Acc.
                         narrow = None;
-                        (mean_g, mean_gx) = group_sums(sweep1, params, None, sums);
+                        (mean_g, mean_gx) = group_sums(sweep1, params, stats, None, sums);
                     }
                     let runs =
                         xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial)).zip(dxg.chunks_exact_mut(spatial));
@@ -216,12 +216,13 @@ pub(crate) fn backward<T: Float>(
 /// A function, not a closure inside [`backward`]'s task: a closure called
 /// twice was compiled on its own, without the dispatched function's
 /// instruction set, and each `mul_add` became a call to libm's `fmaf`
-/// (backward `[32,64,56,56]`, one thread: 24 ms against 4.5 before the `f32`
-/// change, 2026-12-02).
+/// (backward `[32,64,56,56]`, one thread: 20-25 ms, and 5.4-6.1 ms as this
+/// function, 2026-12-02). `scripts/check_dispatch.sh` looks for such code.
 #[inline(always)]
 fn group_sums<T: Float>(
     (xg, dyg, spatial, ones): (&[T], &[T], usize, &[T; simd::CHUNK]),
-    (weight, c0, m, r, inv): (Option<&[T]>, usize, T::Acc, T::Acc, T::Acc),
+    (weight, c0): (Option<&[T]>, usize),
+    (m, r, inv): (T::Acc, T::Acc, T::Acc),
     narrow: Option<Standardize<T>>,
     sums: &mut [T::Acc],
 ) -> (T::Acc, T::Acc) {

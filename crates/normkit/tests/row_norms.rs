@@ -263,13 +263,18 @@ proptest! {
         prop_assert_eq!(g.dweight.is_some(), p.w.is_some());
         prop_assert!(g.dbias.is_none());
 
-        // f32: one rounding from the f64 result.
+        // f32: `y = (x · rstd_f32) · w` in f32 (three roundings, `rstd` from
+        // f64 statistics): within 1.5u·|y| of the f64 reference, u·|y| without
+        // a weight (u = f32::EPSILON; the bound in `rms_norm.rs`), plus 1e-6·u
+        // for the reference's own statistics.
         let x32: Vec<f32> = p.x.iter().map(|&v| v as f32).collect();
         let w32: Option<Vec<f32>> = p.w.as_ref().map(|w| w.iter().map(|&v| v as f32).collect());
         let (mut y, mut rstd) = (vec![0f32; x32.len()], vec![0f32; p.rows]);
         kernels::rms_norm_forward(&x32, p.n, w32.as_deref(), p.eps, &mut y, &mut rstd).unwrap();
         let want32 = ref_rms_norm(&widen(&x32), p.n, w32.as_ref().map(|w| widen(w)).as_deref(), p.eps);
-        assert_close("y32", &widen(&y), &want32.y, 1e-30, f32::EPSILON as f64);
+        let u = f32::EPSILON as f64;
+        let roundings = if w32.is_some() { 1.5 } else { 1.0 };
+        assert_close("y32", &widen(&y), &want32.y, 1e-30, roundings * u + 1e-6 * u);
         assert_close("rstd32", &widen(&rstd), &want32.rstd, 0.0, f32::EPSILON as f64);
     }
 }

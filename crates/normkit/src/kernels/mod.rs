@@ -7,10 +7,11 @@
 //!
 //! Statistics accumulate in [`Float::Acc`]. The normalizing sweeps of `f32`
 //! data compute in `f32` about a two-part mean (`Standardize`, with its error
-//! bound), and so do the LayerNorm/RMSNorm backward (`row_backward.rs`, with
-//! its bound) and the GroupNorm/InstanceNorm backward (the same bound); the
-//! BatchNorm backward passes, eval-mode BatchNorm and RMSNorm forward compute
-//! in `Float::Acc` and round each output once.
+//! bound), and so do RMSNorm forward (`rms_norm.rs`, `1.5u·|y|`), the
+//! LayerNorm/RMSNorm backward (`row_backward.rs`, with its bound) and the
+//! GroupNorm/InstanceNorm backward (the same bound); the BatchNorm backward
+//! passes and eval-mode BatchNorm compute in `Float::Acc` and round each
+//! output once.
 //! LayerNorm and RMSNorm run SIMD code chosen at run time, over rayon's threads,
 //! with results that do not depend on the thread count (see `simd.rs`).
 

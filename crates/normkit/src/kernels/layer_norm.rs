@@ -136,7 +136,7 @@ fn forward_rows<T: Float>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn normalize_row<T: Float>(x: &[T], y: &mut [T], mean: T::Acc, rstd: T::Acc, affine: Affine<'_, T>, stream: bool) {
-    let mut buf = [T::default(); CHUNK];
+    let mut buf = simd::StagingBuffer::<T>::new();
     for (c, (xc, yc)) in x.chunks(CHUNK).zip(y.chunks_mut(CHUNK)).enumerate() {
         // The weight and bias were checked to hold `n >= c·CHUNK + xc.len()` values.
         let range = c * CHUNK..c * CHUNK + xc.len();

@@ -281,7 +281,7 @@ pub(crate) fn apply<T: Float>(
             simd::vectorized(
                 #[inline(always)]
                 || {
-                    let mut buf = [T::default(); simd::CHUNK];
+                    let mut buf = simd::StagingBuffer::<T>::new();
                     for (k, (xr, yr)) in x.chunks_exact(inner).zip(y.chunks_exact_mut(inner)).enumerate() {
                         let c = (first + k) % channels;
                         let params = (mean[c], scale[c], shift[c]);
@@ -311,7 +311,8 @@ pub(crate) fn apply<T: Float>(
     let cb_t: Vec<T> = cb.iter().map(|&b| T::from_acc(b)).collect();
     let chunk_rows = (ROW_CHUNK / cols).max(1);
     for_each_unit_chunk(x, y, (cols, cols), |_, x, y| {
-        let mut buf = vec![T::default(); if stream { chunk_rows * cols } else { 0 }];
+        let mut staging = simd::StagingVec::<T>::new(if stream { chunk_rows * cols } else { 0 });
+        let buf = staging.as_mut_slice();
         simd::vectorized(
             #[inline(always)]
             || {
@@ -370,7 +371,7 @@ pub(crate) fn backward_sums<T: Float>(
             simd::vectorized(
                 #[inline(always)]
                 || {
-                    let mut buf = [T::default(); simd::CHUNK];
+                    let mut buf = simd::StagingBuffer::<T>::new();
                     let runs = x.chunks_exact(inner).zip(dy.chunks_exact(inner));
                     for (j, ((xr, dyr), p)) in runs.zip(part.chunks_exact_mut(2)).enumerate() {
                         let c = (first + j) % channels;
@@ -414,7 +415,8 @@ pub(crate) fn backward_sums<T: Float>(
     let block_rows = outer.div_ceil(column_blocks::<T::Acc>(outer, cols)).max(1);
     let mut part = vec![zero; outer.div_ceil(block_rows) * 2 * cols];
     let task = |x: &[T], dy: &[T], dx: &mut [T], part: &mut [T::Acc]| {
-        let mut buf = vec![T::default(); if stream { cols } else { 0 }];
+        let mut staging = simd::StagingVec::<T>::new(if stream { cols } else { 0 });
+        let buf = staging.as_mut_slice();
         simd::vectorized(
             #[inline(always)]
             || {
@@ -432,7 +434,7 @@ pub(crate) fn backward_sums<T: Float>(
                             *o = T::from_acc(k * g.to_acc());
                         }
                         if stream {
-                            simd::stream_copy(dxr, &buf);
+                            simd::stream_copy(dxr, buf);
                         }
                     }
                 }
@@ -497,7 +499,7 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
             simd::vectorized(
                 #[inline(always)]
                 || {
-                    let mut buf = [T::default(); simd::CHUNK];
+                    let mut buf = simd::StagingBuffer::<T>::new();
                     let runs = x.chunks_exact(inner).zip(dy.chunks_exact(inner)).zip(dx.chunks_exact_mut(inner));
                     for (j, ((xr, dyr), dxr)) in runs.enumerate() {
                         let c = (first + j) % channels;
@@ -536,7 +538,8 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
     let [cm, cr, ck, cmd, cmdx] = coef.map(|a| per_column(a, inner));
     let chunk_rows = (ROW_CHUNK / cols).max(1);
     let task = |x: &[T], dy: &[T], dx: &mut [T]| {
-        let mut buf = vec![T::default(); if stream { chunk_rows * cols } else { 0 }];
+        let mut staging = simd::StagingVec::<T>::new(if stream { chunk_rows * cols } else { 0 });
+        let buf = staging.as_mut_slice();
         simd::vectorized(
             #[inline(always)]
             || {

@@ -79,7 +79,7 @@ pub(crate) fn forward<T: Float>(
         simd::vectorized(
             #[inline(always)]
             || {
-                let mut buf = [T::default(); simd::CHUNK];
+                let mut buf = simd::StagingBuffer::<T>::new();
                 let groups_it = x.chunks_exact(glen).zip(y.chunks_exact_mut(glen)).zip(stats.iter_mut());
                 for (j, ((xg, yg), st)) in groups_it.enumerate() {
                     let m = simd::row_moments(xg);
@@ -144,7 +144,7 @@ pub(crate) fn backward<T: Float>(
         simd::vectorized(
             #[inline(always)]
             || {
-                let mut buf = [T::default(); simd::CHUNK];
+                let mut buf = simd::StagingBuffer::<T>::new();
                 let ones = [T::from_f64(1.0); simd::CHUNK];
                 let groups_it = x.chunks_exact(glen).zip(dy.chunks_exact(glen)).zip(dx.chunks_exact_mut(glen));
                 for (j, (((xg, dyg), dxg), sums)) in groups_it.zip(sums.chunks_exact_mut(2 * cpg)).enumerate() {

@@ -70,7 +70,7 @@ fn forward_rows<T: Float>(
     stream: bool,
 ) {
     let inv_n = T::Acc::from_count(n as u64).recip();
-    let mut buf = [T::default(); CHUNK];
+    let mut buf = simd::StagingBuffer::<T>::new();
     for ((xr, yr), r) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd.iter_mut()) {
         let sum_sq = simd::lane_sum(xr, |x| x * x);
         let rs = (sum_sq * inv_n + eps).sqrt().recip();

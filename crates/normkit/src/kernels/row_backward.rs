@@ -150,7 +150,7 @@ fn backward_rows<T: Float>(
     stream: bool,
 ) {
     let n = b.n;
-    let mut buf = [T::default(); CHUNK];
+    let mut buf = simd::StagingBuffer::<T>::new();
     let ones = [T::from_f64(1.0); CHUNK];
     let group = backward_group::<T>(n);
     let zero = T::Acc::zero();

@@ -287,6 +287,70 @@ pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::A
     acc
 }
 
+/// The L1 buffer a streaming kernel computes each chunk into before copying it
+/// out with [`stream_copy`], aligned to 4 KiB.
+///
+/// Where this buffer sat mattered, by up to 2.5x, for reasons not found (this
+/// guest exposes no hardware counters). Measured with BatchNorm training
+/// forward `[32,64,56,56]`, one thread in a rayon pool (whose stacks, unlike
+/// the main thread's, sit at the same place in every process), moving the
+/// call down the stack 128 bytes at a time: 2.6-3.5 ms at most depths and
+/// 5-7.5 ms in bands about 1 KiB wide in every 4 KiB; with the tensors
+/// starting 1 KiB further into their pages, 5.5-7.5 ms at every depth. This is
+/// the "per-process effect" of the README's earlier runs (`into` and `alloc`
+/// rows of one kernel that differed by up to 2x). With the buffer aligned to
+/// 4 KiB: 2.6-2.9 ms at all 32 depths for each tensor offset tried (0, 1, 2 and
+/// 3 KiB), and at each position of the buffer within its 4 KiB (0 to 3 KiB).
+#[repr(C, align(4096))]
+pub(crate) struct StagingBuffer<T>([T; CHUNK]);
+
+impl<T: Float> StagingBuffer<T> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        StagingBuffer([T::default(); CHUNK])
+    }
+}
+
+impl<T> std::ops::Deref for StagingBuffer<T> {
+    type Target = [T; CHUNK];
+    #[inline(always)]
+    fn deref(&self) -> &[T; CHUNK] {
+        &self.0
+    }
+}
+
+impl<T> std::ops::DerefMut for StagingBuffer<T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [T; CHUNK] {
+        &mut self.0
+    }
+}
+
+/// A staging buffer of `len` values on the heap, starting at a 4 KiB boundary
+/// as [`StagingBuffer`] does (for the channels-last passes, whose chunks are
+/// whole rows of any width).
+pub(crate) struct StagingVec<T> {
+    data: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Float> StagingVec<T> {
+    /// `len` zeros (no allocation when `len` is 0).
+    pub(crate) fn new(len: usize) -> Self {
+        let slack = if len == 0 { 0 } else { 4096 / std::mem::size_of::<T>() };
+        let data = vec![T::default(); len + slack];
+        let start = data.as_ptr().cast::<u8>().align_offset(4096) / std::mem::size_of::<T>();
+        let start = if start + len <= data.len() { start } else { 0 };
+        StagingVec { data, start, len }
+    }
+
+    #[inline(always)]
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.data[self.start..self.start + self.len]
+    }
+}
+
 /// Whether an output of `len` elements of `T` is written with non-temporal
 /// stores (see [`STREAM_MIN_BYTES`]).
 #[inline]

@@ -119,29 +119,35 @@ fn forward_rows<T: Float>(
     rstd: &mut [T],
     stream: bool,
 ) {
+    let mut buf = simd::StagingBuffer::<T>::new();
     let rows = x.chunks_exact(n).zip(y.chunks_exact_mut(n));
     for ((xr, yr), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
         let stats = simd::row_moments(xr);
         let mu = stats.mean();
         let rs = (stats.var_biased() + eps).sqrt().recip();
-        normalize_row(xr, yr, mu, rs, affine, stream);
+        let staging = stream.then_some(&mut *buf);
+        normalize_row(xr, yr, (mu, rs), affine, staging);
         *m = T::from_acc(mu);
         *r = T::from_acc(rs);
     }
 }
 
 /// `y_j = (x_j - mean) · rstd · weight_j + bias_j` for one row, chunk by chunk;
-/// with `stream`, each chunk is computed into an L1 buffer and written out with
+/// with a `staging` buffer, each chunk is computed into it and written out with
 /// non-temporal stores.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn normalize_row<T: Float>(x: &[T], y: &mut [T], mean: T::Acc, rstd: T::Acc, affine: Affine<'_, T>, stream: bool) {
-    let mut buf = simd::StagingBuffer::<T>::new();
+fn normalize_row<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    (mean, rstd): (T::Acc, T::Acc),
+    affine: Affine<'_, T>,
+    mut staging: Option<&mut [T; CHUNK]>,
+) {
     for (c, (xc, yc)) in x.chunks(CHUNK).zip(y.chunks_mut(CHUNK)).enumerate() {
         // The weight and bias were checked to hold `n >= c·CHUNK + xc.len()` values.
         let range = c * CHUNK..c * CHUNK + xc.len();
         let (w, b) = (affine.weight.map(|w| &w[range.clone()]), affine.bias.map(|b| &b[range]));
-        if stream {
+        if let Some(buf) = staging.as_deref_mut() {
             let out = &mut buf[..xc.len()];
             normalize_chunk(xc, out, w, b, mean, rstd);
             simd::stream_copy(yc, out);

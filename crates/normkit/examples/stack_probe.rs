@@ -1,14 +1,15 @@
 //! How the time of a streaming kernel depends on where its call sits on the
 //! stack and where its tensors sit in their pages: BatchNorm training forward
-//! `[32,64,56,56]`, `f32`, on one thread of a rayon pool (whose stack, unlike
-//! the main thread's, is at the same place in every process), called 0 to 31
-//! frames of 128 bytes deeper; the median of 24 calls over three rotating
-//! sets of buffers per depth, in ms. `OFF=1024` starts the tensors 1 KiB
-//! further into their pages.
+//! `[32,64,56,56]` (or, with `OP=ln`, LayerNorm forward `[8192,784]`), `f32`,
+//! on one thread of a rayon pool (whose stack, unlike the main thread's, is at
+//! the same place in every process), called 0 to 31 frames of 128 bytes
+//! deeper (every `STEP`-th); the median of 24 calls over three rotating sets
+//! of buffers per depth, in ms. `OFF=1024` starts the tensors 1 KiB further
+//! into their pages.
 //!
-//! Before the staging buffers were aligned to 4 KiB (`simd::StagingBuffer`),
-//! depths 5, 6, 13, 14, 22, 23, 30 and 31 took 1.5x to 1.7x as long as the
-//! others; see the README's "Performance".
+//! With the staging buffers unaligned, BatchNorm took 1.5x to 1.7x as long at
+//! depths 5, 6, 13, 14, 22, 23, 30 and 31 as at the others; see
+//! `simd::StagingBuffer` and the README's "Performance".
 //!
 //! Run: `cargo run --release -p normkit --example stack_probe`.
 
@@ -45,23 +46,31 @@ fn main() -> Result<(), normkit::Error> {
     let (mut mean, mut rstd) = (vec![0.0f32; 64], vec![0.0f32; 64]);
     let mut moments = vec![normkit::Moments::new(); 64];
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("a rayon pool");
-    for depth in 0..32 {
+    let ln = std::env::var("OP").is_ok_and(|v| v == "ln");
+    let step = std::env::var("STEP").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    for depth in (0..32).step_by(step) {
         let mut times = Vec::new();
         for call in 0..8 * sets {
             let k = call % sets;
             let mut run = || {
                 let (x, y) = (&xs[k][off..off + len], &mut ys[k][off..off + len]);
                 let t0 = Instant::now();
-                let r = kernels::batch_norm_forward_train(
-                    x,
-                    layout,
-                    Affine::new(&w, &b),
-                    1e-5,
-                    y,
-                    &mut mean,
-                    &mut rstd,
-                    &mut moments,
-                );
+                let r = if ln {
+                    let (mut m, mut r) = (vec![0.0f32; len / 784], vec![0.0f32; len / 784]);
+                    let (w, b) = (vec![1.5f32; 784], vec![0.5f32; 784]);
+                    kernels::layer_norm_forward(x, 784, Affine::new(&w, &b), 1e-5, y, &mut m, &mut r)
+                } else {
+                    kernels::batch_norm_forward_train(
+                        x,
+                        layout,
+                        Affine::new(&w, &b),
+                        1e-5,
+                        y,
+                        &mut mean,
+                        &mut rstd,
+                        &mut moments,
+                    )
+                };
                 times.push(t0.elapsed().as_secs_f64() * 1e3);
                 r.expect("valid arguments");
             };

@@ -288,26 +288,37 @@ pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::A
 }
 
 /// The L1 buffer a streaming kernel computes each chunk into before copying it
-/// out with [`stream_copy`], aligned to 4 KiB.
+/// out with [`stream_copy`]: 3 KiB past a 4 KiB boundary.
 ///
-/// Where this buffer sat mattered, by up to 2.5x, for reasons not found (this
-/// guest exposes no hardware counters). Measured with BatchNorm training
-/// forward `[32,64,56,56]`, one thread in a rayon pool (whose stacks, unlike
-/// the main thread's, sit at the same place in every process), moving the
-/// call down the stack 128 bytes at a time: 2.6-3.5 ms at most depths and
-/// 5-7.5 ms in bands about 1 KiB wide in every 4 KiB; with the tensors
-/// starting 1 KiB further into their pages, 5.5-7.5 ms at every depth. This is
-/// the "per-process effect" of the README's earlier runs (`into` and `alloc`
-/// rows of one kernel that differed by up to 2x). With the buffer aligned to
-/// 4 KiB: 2.6-2.9 ms at all 32 depths for each tensor offset tried (0, 1, 2 and
-/// 3 KiB), and at each position of the buffer within its 4 KiB (0 to 3 KiB).
+/// Where this buffer sat mattered, by up to 2x, for reasons not found (this
+/// guest exposes no hardware counters). `examples/stack_probe.rs` calls a
+/// kernel on one thread of a rayon pool (whose stack, unlike the main
+/// thread's, sits at the same place in every process) at 32 stack depths,
+/// 128 bytes apart, with the tensors starting 16 bytes into their pages as
+/// large allocations do (one thread, medians of 24 calls, 2026-12-02):
+/// - an unaligned buffer: BatchNorm training forward `[32,64,56,56]` 2.6-3.5
+///   ms at most depths and 5-7.5 ms in bands about 1 KiB wide in every 4 KiB;
+///   LayerNorm forward `[8192,784]` 3.6-6.7 ms depending on the depth;
+/// - 4 KiB-aligned at offset 0: BatchNorm fast at every depth, LayerNorm slow
+///   at every depth (5.7-6.0 ms);
+/// - at offset 2048 or 3072: both fast at every depth (BatchNorm 2.7-3.1,
+///   LayerNorm 3.2-3.5).
+///
+/// With the tensors at other offsets in their pages the fast offsets move
+/// (LayerNorm with the tensors 2 KiB further in: 3072 slow, 1024 fast), so
+/// this fixes the common case, not the effect; choosing the offset from the
+/// output's address might, and is not done. It is the "per-process effect" of
+/// the README's earlier runs.
 #[repr(C, align(4096))]
-pub(crate) struct StagingBuffer<T>([T; CHUNK]);
+pub(crate) struct StagingBuffer<T>([u8; STAGING_OFFSET], [T; CHUNK]);
+
+/// Where a staging buffer starts within its 4 KiB (see [`StagingBuffer`]).
+const STAGING_OFFSET: usize = 3072;
 
 impl<T: Float> StagingBuffer<T> {
     #[inline(always)]
     pub(crate) fn new() -> Self {
-        StagingBuffer([T::default(); CHUNK])
+        StagingBuffer([0; STAGING_OFFSET], [T::default(); CHUNK])
     }
 }
 
@@ -315,20 +326,20 @@ impl<T> std::ops::Deref for StagingBuffer<T> {
     type Target = [T; CHUNK];
     #[inline(always)]
     fn deref(&self) -> &[T; CHUNK] {
-        &self.0
+        &self.1
     }
 }
 
 impl<T> std::ops::DerefMut for StagingBuffer<T> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut [T; CHUNK] {
-        &mut self.0
+        &mut self.1
     }
 }
 
-/// A staging buffer of `len` values on the heap, starting at a 4 KiB boundary
-/// as [`StagingBuffer`] does (for the channels-last passes, whose chunks are
-/// whole rows of any width).
+/// A staging buffer of `len` values on the heap, placed within its 4 KiB as
+/// [`StagingBuffer`] is (for the channels-last passes, whose chunks are whole
+/// rows of any width).
 pub(crate) struct StagingVec<T> {
     data: Vec<T>,
     start: usize,
@@ -338,9 +349,10 @@ pub(crate) struct StagingVec<T> {
 impl<T: Float> StagingVec<T> {
     /// `len` zeros (no allocation when `len` is 0).
     pub(crate) fn new(len: usize) -> Self {
-        let slack = if len == 0 { 0 } else { 4096 / std::mem::size_of::<T>() };
+        let size = std::mem::size_of::<T>();
+        let slack = if len == 0 { 0 } else { (4096 + STAGING_OFFSET) / size };
         let data = vec![T::default(); len + slack];
-        let start = data.as_ptr().cast::<u8>().align_offset(4096) / std::mem::size_of::<T>();
+        let start = data.as_ptr().cast::<u8>().align_offset(4096) / size + STAGING_OFFSET / size;
         let start = if start + len <= data.len() { start } else { 0 };
         StagingVec { data, start, len }
     }

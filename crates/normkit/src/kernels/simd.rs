@@ -306,9 +306,11 @@ pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::A
 ///
 /// With the tensors at other offsets in their pages the fast offsets move
 /// (LayerNorm with the tensors 2 KiB further in: 3072 slow, 1024 fast), so
-/// this fixes the common case, not the effect; choosing the offset from the
-/// output's address might, and is not done. It is the "per-process effect" of
-/// the README's earlier runs.
+/// this fixes the common case, not the effect. Choosing the offset from the
+/// output's address was tried and not kept: in a larger aligned area, at the
+/// same page offset as here, LayerNorm was slow at every depth, so the rest of
+/// the frame matters too. It is the "per-process effect" of the README's
+/// earlier runs.
 #[repr(C, align(4096))]
 pub(crate) struct StagingBuffer<T>([u8; STAGING_OFFSET], [T; CHUNK]);
 

@@ -262,7 +262,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// A GroupNorm with the given per-channel weight and bias (`[C]`).
     pub fn new(weight: Tensor, bias: Tensor, num_channels: usize, num_groups: usize, eps: f64) -> Result<Self> {
-        if num_groups == 0 || num_channels % num_groups != 0 {
+        if num_groups == 0 || !num_channels.is_multiple_of(num_groups) {
             bail!("normkit group_norm: {num_channels} channels cannot be split into {num_groups} groups")
         }
         Ok(GroupNorm { weight, bias, num_groups, eps })

@@ -98,7 +98,7 @@ pub(crate) fn rows_of(what: &str, len: usize, n: usize) -> Result<usize> {
     if n == 0 {
         return Err(Error::Empty { what: format!("the normalized size of {what}"), shape: vec![0] });
     }
-    if len % n != 0 {
+    if !len.is_multiple_of(n) {
         return Err(Error::invalid(what, format!("{len} elements do not form rows of {n}")));
     }
     Ok(len / n)

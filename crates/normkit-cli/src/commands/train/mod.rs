@@ -302,7 +302,7 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
         };
         let on_step = |step: usize, loss: f64| {
             bar.set_position(step as u64);
-            if step % 50 == 0 {
+            if step.is_multiple_of(50) {
                 bar.set_message(format!("loss {loss:.4}"));
             }
         };

@@ -143,9 +143,9 @@ fn normalize_row<T: Float>(
     affine: Affine<'_, T>,
     mut staging: Option<&mut [T; CHUNK]>,
 ) {
-    for (c, (xc, yc)) in x.chunks(CHUNK).zip(y.chunks_mut(CHUNK)).enumerate() {
-        // The weight and bias were checked to hold `n >= c·CHUNK + xc.len()` values.
-        let range = c * CHUNK..c * CHUNK + xc.len();
+    for range in simd::line_chunks(y) {
+        let (xc, yc) = (&x[range.clone()], &mut y[range.clone()]);
+        // The weight and bias were checked to hold `n` values.
         let (w, b) = (affine.weight.map(|w| &w[range.clone()]), affine.bias.map(|b| &b[range]));
         if let Some(buf) = staging.as_deref_mut() {
             let out = &mut buf[..xc.len()];

@@ -285,7 +285,8 @@ pub(crate) fn apply<T: Float>(
                     for (k, (xr, yr)) in x.chunks_exact(inner).zip(y.chunks_exact_mut(inner)).enumerate() {
                         let c = (first + k) % channels;
                         let params = (mean[c], scale[c], shift[c]);
-                        for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
+                        for range in simd::line_chunks(yr) {
+                            let (xc, yc) = (&xr[range.clone()], &mut yr[range]);
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                             normalize_run(xc, out, fast[c], params);
                             if stream {
@@ -471,7 +472,8 @@ pub(crate) fn backward_sums<T: Float>(
 /// `dx = k · dy` for one run, through the L1 buffer `buf` when streaming.
 #[inline(always)]
 fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::CHUNK], stream: bool) {
-    for (dxc, dyc) in dx.chunks_mut(simd::CHUNK).zip(dy.chunks(simd::CHUNK)) {
+    for range in simd::line_chunks(dx) {
+        let (dxc, dyc) = (&mut dx[range.clone()], &dy[range]);
         let out = if stream { &mut buf[..dyc.len()] } else { &mut *dxc };
         for (o, &g) in out.iter_mut().zip(dyc) {
             *o = T::from_acc(k * g.to_acc());
@@ -504,9 +506,8 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
                     for (j, ((xr, dyr), dxr)) in runs.enumerate() {
                         let c = (first + j) % channels;
                         let p = coef.map(|a| a[c]);
-                        let chunks =
-                            xr.chunks(simd::CHUNK).zip(dyr.chunks(simd::CHUNK)).zip(dxr.chunks_mut(simd::CHUNK));
-                        for ((xc, dyc), dxc) in chunks {
+                        for range in simd::line_chunks(dxr) {
+                            let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range]);
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
                             for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
                                 *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));

@@ -91,7 +91,8 @@ pub(crate) fn forward<T: Float>(
                         let scale = rs * super::param_at(affine.weight, c, T::Acc::one());
                         let shift = super::param_at(affine.bias, c, T::Acc::zero());
                         let fast = Standardize::<T>::new(mu, rs, scale);
-                        for (xc, yc) in xr.chunks(simd::CHUNK).zip(yr.chunks_mut(simd::CHUNK)) {
+                        for range in simd::line_chunks(yr) {
+                            let (xc, yc) = (&xr[range.clone()], &mut yr[range]);
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                             normalize_run(xc, out, fast, (mu, scale, shift));
                             if stream {
@@ -166,9 +167,8 @@ pub(crate) fn backward<T: Float>(
                         xg.chunks_exact(spatial).zip(dyg.chunks_exact(spatial)).zip(dxg.chunks_exact_mut(spatial));
                     for (k, ((xr, dyr), dxr)) in runs.enumerate() {
                         let w = super::param_at(weight, c0 + k, T::Acc::one());
-                        let chunks =
-                            xr.chunks(simd::CHUNK).zip(dyr.chunks(simd::CHUNK)).zip(dxr.chunks_mut(simd::CHUNK));
-                        for ((xc, dyc), dxc) in chunks {
+                        for range in simd::line_chunks(dxr) {
+                            let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range]);
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
                             match narrow {
                                 Some(xhat) => {

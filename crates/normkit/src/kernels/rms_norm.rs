@@ -6,7 +6,7 @@
 //! and `dweight` partials per fixed block of rows added in block order.
 
 use super::row_backward::row_norm_backward;
-use super::simd::{self, CHUNK};
+use super::simd;
 use super::{check_buf, check_eps, rows_of, Grads, Standardize};
 use crate::error::Result;
 use crate::float::{AccFloat, Float};
@@ -77,10 +77,11 @@ fn forward_rows<T: Float>(
         // `x̂ = x · rstd` in the element type when `rstd` is in its range
         // (RMSNorm's `x̂` is LayerNorm's about a mean of 0).
         let fast = Standardize::<T>::new(T::Acc::zero(), rs, rs);
-        for (c, (xc, yc)) in xr.chunks(CHUNK).zip(yr.chunks_mut(CHUNK)).enumerate() {
+        for range in simd::line_chunks(yr) {
+            let (xc, yc) = (&xr[range.clone()], &mut yr[range.clone()]);
             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
             // The weight was checked to hold `n` values.
-            let wc = weight.map(|w| &w[c * CHUNK..c * CHUNK + xc.len()]);
+            let wc = weight.map(|w| &w[range]);
             normalize_chunk(xc, out, wc, fast, rs);
             if stream {
                 simd::stream_copy(yc, &buf[..xc.len()]);

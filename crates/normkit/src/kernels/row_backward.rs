@@ -164,8 +164,9 @@ fn backward_rows<T: Float>(
             coef[r] = row_coef(xr, dyr, b.weight, &ones, mean, b.rstd[row].to_acc(), b.mean.is_some());
         }
         // Sweep 2, from cache: dx and the parameter terms, chunk by chunk.
-        for start in (0..n).step_by(CHUNK) {
-            let range = start..(start + CHUNK).min(n);
+        // Chunks on the cache lines of the group's first `dx` row (of every
+        // row when a row is whole lines).
+        for range in simd::line_chunks(&dxg[..n]) {
             let w = b.weight.map_or(&ones[..range.len()], |w| &w[range.clone()]);
             // The group's dweight and dbias terms of this chunk, in T.
             let (mut sum_dw, mut sum_db) = ([T::default(); CHUNK], [T::default(); CHUNK]);

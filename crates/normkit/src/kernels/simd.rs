@@ -372,45 +372,136 @@ pub(crate) fn should_stream<T>(len: usize) -> bool {
     len.saturating_mul(std::mem::size_of::<T>()) >= STREAM_MIN_BYTES
 }
 
-/// Copies `src` into `dst` (of equal length; a shorter one bounds the copy)
-/// with non-temporal stores, which write whole cache lines to memory without
-/// first reading them into the cache. Call [`stream_fence`] before another
+/// Bytes in a cache line.
+const LINE: usize = 64;
+
+/// The chunks, as ranges, in which a pass walks `0..out.len()` when it writes
+/// `out` through a staging buffer: at most [`CHUNK`] values each, with every
+/// boundary between two chunks on a cache-line boundary of `out`. Then
+/// [`stream_copy`] writes each line of `out` whole, in one chunk, but for
+/// the first and last line of `out` itself.
+///
+/// Chunks of exactly [`CHUNK`] from the start of a row put every boundary 16
+/// bytes into a line for tensors that start 16 bytes into a page (as large
+/// allocations do): each such line was then written in two parts, by
+/// non-temporal stores some hundred nanoseconds apart. Measured on the Xeon of
+/// 2026-12-02 (`y = a·x + b` over 256 MiB through a 1 KiB buffer, one thread):
+/// 17.3 GB/s with boundaries 16 bytes into a line, 20.1 with boundaries on lines
+/// (writing the split lines with ordinary stores instead: 17.3).
+#[inline(always)]
+pub(crate) fn line_chunks<T>(out: &[T]) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let len = out.len();
+    let line = (LINE / std::mem::size_of::<T>().max(1)).max(1);
+    // Values before the first line boundary of `out` (0 when it starts on one,
+    // or when no boundary can be reached by whole values).
+    let lead = out.as_ptr().align_offset(LINE);
+    let first = if lead == 0 || lead >= line { CHUNK } else { lead + CHUNK - line };
+    let start = (len > 0).then_some(0..first.min(len));
+    std::iter::successors(start, move |r| (r.end < len).then(|| r.end..(r.end + CHUNK).min(len)))
+}
+
+/// Copies `src` into `dst` (of equal length; a shorter one bounds the copy),
+/// every whole cache line of `dst` with non-temporal stores, which write the
+/// line to memory without first reading it into the cache; the partial lines
+/// at either end with ordinary stores. Call [`stream_fence`] before another
 /// thread may read `dst`. On targets without them this is a plain copy.
+///
+/// The stores are as wide as the CPU has: a 64-byte store writes a line in one
+/// instruction. Measured on the Xeon of 2026-12-02 (`y = a·x + b` over 256 MiB
+/// through a 1 KiB buffer, lines whole, one thread): 18.1 GB/s with 16-byte
+/// stores, 20.6 with 64-byte ones.
 #[inline(always)]
 pub(crate) fn stream_copy<T: Float>(dst: &mut [T], src: &[T]) {
     let len = dst.len().min(src.len());
     let (dst, src) = (&mut dst[..len], &src[..len]);
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
         let bytes = std::mem::size_of_val(dst);
         let d = dst.as_mut_ptr().cast::<u8>();
         let s = src.as_ptr().cast::<u8>();
-        // Bytes before the first 16-byte boundary of `dst`, then whole 16-byte
-        // units, then the rest.
-        let head = d.align_offset(16).min(bytes);
-        let body = (bytes - head) / 16 * 16;
+        // Bytes before the first line boundary of `dst`, then whole lines, then
+        // the rest.
+        let head = d.align_offset(LINE).min(bytes);
+        let lines = (bytes - head) / LINE;
+        let done = head + lines * LINE;
         // SAFETY: `d` and `s` point to `bytes` bytes of two distinct slices of
         // the same plain-data type (`T: Float` is `f32` or `f64`, no padding,
         // every bit pattern valid), so any byte range of them may be copied.
-        // Every access stays within `0..bytes`: `head <= bytes` and
-        // `head + body <= bytes`. `_mm_stream_si128` needs a 16-byte aligned
-        // destination, which `d + head` is by the choice of `head`; the loads
-        // are unaligned (`loadu`). SSE2, which both intrinsics need, is part of
-        // every x86_64 CPU.
+        // Every access stays within `0..bytes`: `head <= done <= bytes`.
+        // `d + head` is line-aligned by the choice of `head`, as
+        // `stream_lines` needs.
         unsafe {
             std::ptr::copy_nonoverlapping(s, d, head);
-            let mut off = head;
-            while off < head + body {
-                let v = _mm_loadu_si128(s.add(off).cast::<__m128i>());
-                _mm_stream_si128(d.add(off).cast::<__m128i>(), v);
-                off += 16;
-            }
-            std::ptr::copy_nonoverlapping(s.add(off), d.add(off), bytes - off);
+            stream_lines(d.add(head), s.add(head), lines);
+            std::ptr::copy_nonoverlapping(s.add(done), d.add(done), bytes - done);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     dst.copy_from_slice(src);
+}
+
+/// Copies `lines` cache lines from `src` to `dst` with the widest non-temporal
+/// stores this CPU has.
+///
+/// # Safety
+/// `dst` is line-aligned; `src` and `dst` are valid for `lines · LINE` bytes
+/// and do not overlap.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn stream_lines(dst: *mut u8, src: *const u8, lines: usize) {
+    // SAFETY (all three calls): the caller's contract, and each function's
+    // instruction set was detected on this CPU (SSE2 is part of every x86_64).
+    unsafe {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            stream_lines_512(dst, src, lines)
+        } else if std::arch::is_x86_feature_detected!("avx") {
+            stream_lines_256(dst, src, lines)
+        } else {
+            stream_lines_128(dst, src, lines)
+        }
+    }
+}
+
+/// [`stream_lines`] with one 64-byte store per line.
+///
+/// # Safety
+/// As [`stream_lines`], and the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn stream_lines_512(dst: *mut u8, src: *const u8, lines: usize) {
+    use std::arch::x86_64::{_mm512_loadu_si512, _mm512_stream_si512};
+    for i in 0..lines {
+        // SAFETY: within the caller's `lines · LINE` bytes; `dst + i·LINE` is
+        // 64-byte aligned as the store needs, the load is unaligned.
+        unsafe { _mm512_stream_si512(dst.add(i * LINE).cast(), _mm512_loadu_si512(src.add(i * LINE).cast())) }
+    }
+}
+
+/// [`stream_lines`] with two 32-byte stores per line.
+///
+/// # Safety
+/// As [`stream_lines`], and the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn stream_lines_256(dst: *mut u8, src: *const u8, lines: usize) {
+    use std::arch::x86_64::{_mm256_loadu_si256, _mm256_stream_si256};
+    for off in (0..lines * LINE).step_by(32) {
+        // SAFETY: within the caller's bytes; `dst + off` is 32-byte aligned.
+        unsafe { _mm256_stream_si256(dst.add(off).cast(), _mm256_loadu_si256(src.add(off).cast())) }
+    }
+}
+
+/// [`stream_lines`] with four 16-byte stores per line (SSE2).
+///
+/// # Safety
+/// As [`stream_lines`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn stream_lines_128(dst: *mut u8, src: *const u8, lines: usize) {
+    use std::arch::x86_64::{_mm_loadu_si128, _mm_stream_si128};
+    for off in (0..lines * LINE).step_by(16) {
+        // SAFETY: within the caller's bytes; `dst + off` is 16-byte aligned.
+        unsafe { _mm_stream_si128(dst.add(off).cast(), _mm_loadu_si128(src.add(off).cast())) }
+    }
 }
 
 /// Orders this thread's earlier non-temporal stores before its later stores, so
@@ -491,6 +582,32 @@ mod tests {
         let mut dst64 = vec![0.0f64; 38];
         stream_copy(&mut dst64[1..], &src64);
         assert_eq!(&dst64[1..], &src64[..]);
+    }
+
+    #[test]
+    fn line_chunks_cover_the_output_with_boundaries_on_its_lines() {
+        let buf = vec![0f32; 2000];
+        let buf64 = vec![0f64; 700];
+        for start in 0..17 {
+            for len in [0, 1, 15, 16, 17, 255, 256, 257, 600, 1021] {
+                check_line_chunks(&buf[start..start + len]);
+                check_line_chunks(&buf64[start..start + len / 2]);
+            }
+        }
+    }
+
+    fn check_line_chunks<T>(out: &[T]) {
+        let ranges: Vec<_> = line_chunks(out).collect();
+        let mut next = 0;
+        for (i, r) in ranges.iter().enumerate() {
+            assert_eq!(r.start, next, "chunks must be consecutive");
+            assert!(!r.is_empty() && r.len() <= CHUNK, "chunk {r:?} of {}", out.len());
+            if i > 0 {
+                assert_eq!(out[r.start..].as_ptr() as usize % LINE, 0, "boundary {} off a line", r.start);
+            }
+            next = r.end;
+        }
+        assert_eq!(next, out.len());
     }
 
     #[test]

@@ -250,6 +250,8 @@ pub(super) fn narrow_sums<T: Float>(
         let (mut sum_g, mut sum_gx) = ([T::default(); LANES], [T::default(); LANES]);
         let groups = xc.chunks_exact(LANES).zip(dyc.chunks_exact(LANES)).zip(wc.chunks_exact(LANES));
         for ((xs, dys), ws) in groups {
+            simd::prefetch_ahead(xs);
+            simd::prefetch_ahead(dys);
             for l in 0..LANES {
                 let g = ws[l] * dys[l];
                 sum_g[l] = sum_g[l] + g;

@@ -57,7 +57,7 @@ use super::simd::{self, CHUNK};
 use super::{check_buf, check_eps, rows_of, Affine, Grads, Standardize};
 use crate::error::Result;
 use crate::float::Float;
-use num_traits::Float as _;
+use num_traits::{Float as _, Zero as _};
 use rayon::prelude::*;
 
 /// LayerNorm forward over `x` viewed as `[rows, n]`:
@@ -115,6 +115,8 @@ pub fn layer_norm_forward<T: Float>(
 }
 
 /// The forward pass over whole rows; `x.len() == y.len() == n · mean.len()`.
+/// The statistics of each row after the first are computed while the row
+/// before it is normalized ([`simd::SweepAhead`]).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn forward_rows<T: Float>(
@@ -128,20 +130,39 @@ fn forward_rows<T: Float>(
     stream: bool,
 ) {
     let mut buf = simd::StagingBuffer::<T>::new();
-    let rows = x.chunks_exact(n).zip(y.chunks_exact_mut(n));
-    for ((xr, yr), (m, r)) in rows.zip(mean.iter_mut().zip(rstd.iter_mut())) {
-        let stats = simd::row_moments(xr);
-        let mu = stats.mean();
+    let Some(first) = x.get(..n) else { return };
+    let mut stats = simd::sweep_row(first, moments_sweep(first));
+    let rows = y.chunks_exact_mut(n).zip(mean.iter_mut().zip(rstd.iter_mut()));
+    for (i, (yr, (m, r))) in rows.enumerate() {
+        let xr = &x[i * n..(i + 1) * n];
+        let mu = stats.mean() + first_value(xr);
         let rs = (stats.var_biased() + eps).sqrt().recip();
+        let mut ahead = x.get((i + 1) * n..(i + 2) * n).map(|next| simd::SweepAhead::new(next, moments_sweep(next)));
         let staging = stream.then_some(&mut *buf);
-        normalize_row(xr, yr, (mu, rs), affine, staging);
+        normalize_row(xr, yr, (mu, rs), affine, staging, ahead.as_mut());
+        if let Some(a) = ahead {
+            stats = a.finish();
+        }
         *m = T::from_acc(mu);
         *r = T::from_acc(rs);
     }
 }
 
-/// `y_j = (x_j - mean) · rstd · weight_j + bias_j` for one row, chunk by chunk;
-/// with a `staging` buffer, each chunk is computed into it and written out with
+/// The statistics sweep of a row: its moments about its first value, as
+/// [`simd::row_moments`].
+#[inline(always)]
+fn moments_sweep<T: Float>(row: &[T]) -> simd::MomentsSweep<T::Acc> {
+    simd::MomentsSweep::new(first_value(row))
+}
+
+#[inline(always)]
+fn first_value<T: Float>(row: &[T]) -> T::Acc {
+    row.first().map_or(T::Acc::zero(), |v| v.to_acc())
+}
+
+/// `y_j = (x_j - mean) · rstd · weight_j + bias_j` for one row, chunk by chunk,
+/// advancing the next row's statistics sweep `ahead` a chunk after each; with
+/// a `staging` buffer, each chunk is computed into it and written out with
 /// non-temporal stores.
 #[inline(always)]
 fn normalize_row<T: Float>(
@@ -150,6 +171,7 @@ fn normalize_row<T: Float>(
     (mean, rstd): (T::Acc, T::Acc),
     affine: Affine<'_, T>,
     mut staging: Option<&mut [T; CHUNK]>,
+    mut ahead: Option<&mut simd::SweepAhead<'_, T, simd::MomentsSweep<T::Acc>>>,
 ) {
     for range in simd::line_chunks(y) {
         let (xc, yc) = (&x[range.clone()], &mut y[range.clone()]);
@@ -161,6 +183,9 @@ fn normalize_row<T: Float>(
             simd::stream_copy(yc, out);
         } else {
             normalize_chunk(xc, yc, w, b, mean, rstd);
+        }
+        if let Some(a) = ahead.as_deref_mut() {
+            a.step();
         }
     }
 }

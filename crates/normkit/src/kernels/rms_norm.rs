@@ -71,12 +71,18 @@ fn forward_rows<T: Float>(
 ) {
     let inv_n = T::Acc::from_count(n as u64).recip();
     let mut buf = simd::StagingBuffer::<T>::new();
-    for ((xr, yr), r) in x.chunks_exact(n).zip(y.chunks_exact_mut(n)).zip(rstd.iter_mut()) {
-        let sum_sq = simd::lane_sum(xr, |x| x * x);
+    // `Σ x²` of each row after the first while the row before it is
+    // normalized ([`simd::SweepAhead`]).
+    let Some(first) = x.get(..n) else { return };
+    let mut sum_sq = simd::sweep_row(first, simd::SumSquaresSweep::new());
+    for (i, (yr, r)) in y.chunks_exact_mut(n).zip(rstd.iter_mut()).enumerate() {
+        let xr = &x[i * n..(i + 1) * n];
         let rs = (sum_sq * inv_n + eps).sqrt().recip();
         // `x̂ = x · rstd` in the element type when `rstd` is in its range
         // (RMSNorm's `x̂` is LayerNorm's about a mean of 0).
         let fast = Standardize::<T>::new(T::Acc::zero(), rs, rs);
+        let mut ahead =
+            x.get((i + 1) * n..(i + 2) * n).map(|next| simd::SweepAhead::new(next, simd::SumSquaresSweep::new()));
         for range in simd::line_chunks(yr) {
             let (xc, yc) = (&xr[range.clone()], &mut yr[range.clone()]);
             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
@@ -86,6 +92,12 @@ fn forward_rows<T: Float>(
             if stream {
                 simd::stream_copy(yc, &buf[..xc.len()]);
             }
+            if let Some(a) = ahead.as_mut() {
+                a.step();
+            }
+        }
+        if let Some(a) = ahead {
+            sum_sq = a.finish();
         }
         *r = T::from_acc(rs);
     }

@@ -259,7 +259,7 @@ pub(super) fn narrow_sums<T: Float>(
             }
         }
         // Through `black_box`, or the compiler's straight-line vectorizer builds
-        // the loop above from 128-bit operations (as in `simd::lane_sum2`).
+        // the loop above from 128-bit operations (as in `simd::MomentsSweep`).
         let (sum_g, sum_gx) = std::hint::black_box((sum_g, sum_gx));
         for l in 0..LANES {
             wide_g[l] = wide_g[l] + sum_g[l].to_acc();

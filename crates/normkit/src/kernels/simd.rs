@@ -95,20 +95,11 @@ const PREFETCH_AHEAD: usize = 4096;
 /// ahead, 16.8 at 16 KiB).
 #[inline(always)]
 pub(crate) fn prefetch_ahead<T>(group: &[T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = group.as_ptr().cast::<i8>().wrapping_add(PREFETCH_AHEAD);
-        for off in (0..std::mem::size_of::<[T; LANES]>()).step_by(LINE) {
-            // SAFETY: a prefetch never faults and changes no program state,
-            // whatever the address; `wrapping_add` computes it without
-            // claiming it is in bounds. SSE, which it needs, is part of every
-            // x86_64 CPU.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) }
-        }
+    // `wrapping_add` computes the address without claiming it is in bounds.
+    let p = group.as_ptr().cast::<u8>().wrapping_add(PREFETCH_AHEAD);
+    for off in (0..std::mem::size_of::<[T; LANES]>()).step_by(LINE) {
+        prefetch(p.wrapping_add(off));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = group;
 }
 
 /// Adds the lanes in a fixed pairwise tree: `(l, l+8)`, then `(l, l+4)`, ...
@@ -133,55 +124,8 @@ fn lane_groups<T>(xs: &[T]) -> (impl Iterator<Item = &[T; LANES]>, &[T]) {
     (chunks.filter_map(|c| <&[T; LANES]>::try_from(c).ok()), tail)
 }
 
-/// `Σ_i f(x_i)` in [`LANES`] lanes (element `i` goes to lane `i mod LANES`),
-/// reduced by [`reduce_lanes`].
-#[inline(always)]
-pub(crate) fn lane_sum<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> T::Acc) -> T::Acc {
-    let mut acc = [T::Acc::zero(); LANES];
-    let (groups, tail) = lane_groups(xs);
-    for c in groups {
-        prefetch_ahead(&c[..]);
-        for l in 0..LANES {
-            acc[l] = acc[l] + f(c[l].to_acc());
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(tail) {
-        *a = *a + f(x.to_acc());
-    }
-    reduce_lanes(acc)
-}
-
-/// `(Σ_i f(x_i).0, Σ_i f(x_i).1)`, two sums in one sweep, each laid out as
-/// [`lane_sum`].
-///
-/// The lanes pass through `black_box` before their reduction: without it the
-/// compiler's straight-line vectorizer paired lane 15 with lane 0 (for the
-/// reduction tree that follows) and built the whole loop from 128-bit
-/// operations (LayerNorm forward in cache 0.67 ns per element, against 0.52
-/// with it; `cargo run --release -p normkit --example kernel_probe`).
-#[inline(always)]
-pub(crate) fn lane_sum2<T: Float>(xs: &[T], f: impl Fn(T::Acc) -> (T::Acc, T::Acc)) -> (T::Acc, T::Acc) {
-    let (mut a, mut b) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
-    let (groups, tail) = lane_groups(xs);
-    for g in groups {
-        prefetch_ahead(&g[..]);
-        for l in 0..LANES {
-            let (p, q) = f(g[l].to_acc());
-            a[l] = a[l] + p;
-            b[l] = b[l] + q;
-        }
-    }
-    for ((a, b), &x) in a.iter_mut().zip(b.iter_mut()).zip(tail) {
-        let (p, q) = f(x.to_acc());
-        *a = *a + p;
-        *b = *b + q;
-    }
-    let (a, b) = std::hint::black_box((a, b));
-    (reduce_lanes(a), reduce_lanes(b))
-}
-
 /// `(Σ_i f(x_i, y_i).0, Σ_i f(x_i, y_i).1)` over two slices of equal length,
-/// laid out as [`lane_sum`], each group of [`LANES`] added as two halves of
+/// element `i` in lane `i mod LANES`, each group of [`LANES`] added as two halves of
 /// eight lanes straight from registers, as [`lane_sum2_zip3`]. Measured in
 /// cache (f32, one thread, best of 600 calls) against the earlier version that
 /// went through L1 arrays: BatchNorm training backward 0.80 -> 0.57 ns per
@@ -221,7 +165,7 @@ pub(crate) fn lane_sum2_zip<T: Float>(
 }
 
 /// `(Σ_i f(x_i, y_i, z_i).0, Σ_i f(x_i, y_i, z_i).1)` over three slices of equal
-/// length, laid out as [`lane_sum`], each group of [`LANES`] added as two
+/// length, element `i` in lane `i mod LANES`, each group of [`LANES`] added as two
 /// halves of eight lanes straight from registers (no L1 round trip: stores of
 /// 512-bit registers cost two cycles each on Zen 4).
 #[inline(always)]
@@ -309,19 +253,205 @@ pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
 /// one thread, 2026-12-02): see the README's "Performance".
 #[inline(always)]
 pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::Acc> {
-    let mut acc = Moments::new();
-    for block in xs.chunks(MOMENTS_BLOCK) {
-        let k = T::Acc::from_count(block.len() as u64);
-        let centre = block.first().map_or(T::Acc::zero(), |x| x.to_acc());
-        let (dev_sum, dev_sq) = lane_sum2(block, |x| {
-            let d = x - centre;
-            (d, d * d)
-        });
-        let m2 = corrected_m2(dev_sq, dev_sum, k);
-        let mean = (centre - shift) + dev_sum / k;
-        acc = acc.merge(&Moments::from_parts(block.len() as u64, mean, m2));
+    sweep_row(xs, MomentsSweep::new(shift))
+}
+
+/// A sweep over one row that computes its statistics, fed the row a chunk at
+/// a time: [`CHUNK`] values from the row's start, the last chunk shorter.
+/// Fed this way by [`sweep_row`] and by [`SweepAhead`] alike, a sweep gives the
+/// same bits either way.
+pub(crate) trait RowSweep<T> {
+    type Stats;
+    /// The row's next chunk.
+    fn feed(&mut self, chunk: &[T]);
+    /// The statistics of everything fed.
+    fn finish(self) -> Self::Stats;
+}
+
+/// The statistics of `row` by the sweep `sweep`, in one go.
+#[inline(always)]
+pub(crate) fn sweep_row<T, S: RowSweep<T>>(row: &[T], mut sweep: S) -> S::Stats {
+    for chunk in row.chunks(CHUNK) {
+        sweep.feed(chunk);
     }
-    acc
+    sweep.finish()
+}
+
+/// The sweep of the *next* row, advanced one chunk at a time between the
+/// chunks of the normalizing sweep of this one (software pipelining): reading
+/// memory (the next row) and writing it (this row's output) then overlap, as
+/// in a copy, where they had alternated row by row.
+///
+/// Measured on the Xeon of 2026-12-02 (rows of `f32`, a sum of squares in
+/// `f64` then `y = a·x + b` through a 1 KiB buffer, 256 MiB, one thread):
+/// 17.0 -> 19.0 GB/s at rows of 4096, 14.4 -> 19.4 at 768; interleaving
+/// 8 KiB at a time instead of 1 KiB gained nothing (16.5).
+pub(crate) struct SweepAhead<'a, T, S> {
+    row: &'a [T],
+    done: usize,
+    sweep: S,
+}
+
+impl<'a, T, S: RowSweep<T>> SweepAhead<'a, T, S> {
+    #[inline(always)]
+    pub(crate) fn new(row: &'a [T], sweep: S) -> Self {
+        SweepAhead { row, done: 0, sweep }
+    }
+
+    /// Feeds the row's next chunk, if any is left.
+    #[inline(always)]
+    pub(crate) fn step(&mut self) {
+        if self.done < self.row.len() {
+            let end = (self.done + CHUNK).min(self.row.len());
+            self.sweep.feed(&self.row[self.done..end]);
+            self.done = end;
+        }
+    }
+
+    /// Feeds the rest of the row; its statistics.
+    #[inline(always)]
+    pub(crate) fn finish(mut self) -> S::Stats {
+        while self.done < self.row.len() {
+            self.step();
+        }
+        self.sweep.finish()
+    }
+}
+
+/// The sweep of [`shifted_moments`] (see there for the arithmetic): blocks of
+/// [`MOMENTS_BLOCK`] values, each summed in [`LANES`] lanes about its first
+/// value and merged into `acc` when it is complete.
+pub(crate) struct MomentsSweep<A> {
+    shift: A,
+    acc: Moments<A>,
+    centre: A,
+    in_block: usize,
+    sum: [A; LANES],
+    sum_sq: [A; LANES],
+}
+
+impl<A: AccFloat> MomentsSweep<A> {
+    #[inline(always)]
+    pub(crate) fn new(shift: A) -> Self {
+        let z = A::zero();
+        MomentsSweep { shift, acc: Moments::new(), centre: z, in_block: 0, sum: [z; LANES], sum_sq: [z; LANES] }
+    }
+
+    /// Merges the block summed so far into `acc` and starts the next.
+    #[inline(always)]
+    fn close_block(&mut self) {
+        if self.in_block == 0 {
+            return;
+        }
+        // The lanes pass through `black_box` before their reduction: without
+        // it the compiler's straight-line vectorizer paired lane 15 with lane 0
+        // (for the reduction tree that follows) and built the whole sweep from
+        // 128-bit operations (LayerNorm forward in cache 0.67 ns per element,
+        // against 0.52 with it; `kernel_probe`, 2026-12-01).
+        let (sum, sum_sq) = std::hint::black_box((self.sum, self.sum_sq));
+        let (dev_sum, dev_sq) = (reduce_lanes(sum), reduce_lanes(sum_sq));
+        let k = A::from_count(self.in_block as u64);
+        let m2 = corrected_m2(dev_sq, dev_sum, k);
+        let mean = (self.centre - self.shift) + dev_sum / k;
+        self.acc = self.acc.merge(&Moments::from_parts(self.in_block as u64, mean, m2));
+        (self.sum, self.sum_sq, self.in_block) = ([A::zero(); LANES], [A::zero(); LANES], 0);
+    }
+}
+
+impl<T: Float> RowSweep<T> for MomentsSweep<T::Acc> {
+    type Stats = Moments<T::Acc>;
+
+    #[inline(always)]
+    fn feed(&mut self, chunk: &[T]) {
+        let Some(first) = chunk.first() else { return };
+        if self.in_block == 0 {
+            self.centre = first.to_acc();
+        }
+        let centre = self.centre;
+        let (mut a, mut b) = (self.sum, self.sum_sq);
+        let (groups, tail) = lane_groups(chunk);
+        for g in groups {
+            prefetch_ahead(&g[..]);
+            for l in 0..LANES {
+                let d = g[l].to_acc() - centre;
+                a[l] = a[l] + d;
+                b[l] = b[l] + d * d;
+            }
+        }
+        if !tail.is_empty() {
+            // The tail as a whole group whose missing values add `+0` exactly
+            // (a lane, which starts at `+0`, is never `-0`): the lanes stay in
+            // registers, where a loop over the tail alone kept them in memory
+            // and the sweep ran on scalars.
+            let mut pad = [T::default(); LANES];
+            pad[..tail.len()].copy_from_slice(tail);
+            for l in 0..LANES {
+                let d = if l < tail.len() { pad[l].to_acc() - centre } else { T::Acc::zero() };
+                a[l] = a[l] + d;
+                b[l] = b[l] + d * d;
+            }
+        }
+        // Through `black_box`: see `close_block`.
+        (self.sum, self.sum_sq) = std::hint::black_box((a, b));
+        self.in_block += chunk.len();
+        // Chunks are CHUNK values from the row's start, and CHUNK divides
+        // MOMENTS_BLOCK: a block ends on a chunk's end, a tail only at the
+        // row's end.
+        if self.in_block >= MOMENTS_BLOCK || !tail.is_empty() {
+            self.close_block();
+        }
+    }
+
+    #[inline(always)]
+    fn finish(mut self) -> Moments<T::Acc> {
+        self.close_block();
+        self.acc
+    }
+}
+
+/// The sweep of RMSNorm: `Σ x²` in [`LANES`] lanes (element `i` in lane
+/// `i mod LANES`), reduced by [`reduce_lanes`].
+pub(crate) struct SumSquaresSweep<A>([A; LANES]);
+
+impl<A: AccFloat> SumSquaresSweep<A> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        SumSquaresSweep([A::zero(); LANES])
+    }
+}
+
+impl<T: Float> RowSweep<T> for SumSquaresSweep<T::Acc> {
+    type Stats = T::Acc;
+
+    #[inline(always)]
+    fn feed(&mut self, chunk: &[T]) {
+        let mut acc = self.0;
+        let (groups, tail) = lane_groups(chunk);
+        for g in groups {
+            prefetch_ahead(&g[..]);
+            for l in 0..LANES {
+                let x = g[l].to_acc();
+                acc[l] = acc[l] + x * x;
+            }
+        }
+        if !tail.is_empty() {
+            // The tail as a whole group padded with zeros, which add `+0`
+            // exactly (as in `MomentsSweep::feed`).
+            let mut pad = [T::default(); LANES];
+            pad[..tail.len()].copy_from_slice(tail);
+            for l in 0..LANES {
+                let x = pad[l].to_acc();
+                acc[l] = acc[l] + x * x;
+            }
+        }
+        // Through `black_box`, as the lanes of `MomentsSweep`.
+        self.0 = std::hint::black_box(acc);
+    }
+
+    #[inline(always)]
+    fn finish(self) -> T::Acc {
+        reduce_lanes(self.0)
+    }
 }
 
 /// The L1 buffer a streaming kernel computes each chunk into before copying it
@@ -434,7 +564,40 @@ pub(crate) fn line_chunks<T>(out: &[T]) -> impl Iterator<Item = std::ops::Range<
     let lead = out.as_ptr().align_offset(LINE);
     let first = if lead == 0 || lead >= line { CHUNK } else { lead + CHUNK - line };
     let start = (len > 0).then_some(0..first.min(len));
+    prefetch_partial_end(out);
     std::iter::successors(start, move |r| (r.end < len).then(|| r.end..(r.end + CHUNK).min(len)))
+}
+
+/// Asks for the last cache line of `out` when `out` ends inside it: that line
+/// is written with ordinary stores ([`stream_copy`]), which must first read it
+/// from memory, and a store waiting for that read holds up the non-temporal
+/// stores behind it. Asked for when the pass starts on `out`, the line is in
+/// cache by the time it is written. The next row's first line is the same
+/// line, written soon after, and so in cache too.
+///
+/// Measured on the Xeon of 2026-12-02 (LayerNorm forward `[8192,768]`, rows
+/// 16 bytes into a line, one thread, `normkit bench --quick`): see the
+/// README's "Performance".
+#[inline(always)]
+fn prefetch_partial_end<T>(out: &[T]) {
+    let end = out.as_ptr_range().end.cast::<u8>();
+    if !out.is_empty() && end.align_offset(LINE) != 0 {
+        prefetch(end.wrapping_sub(1));
+    }
+}
+
+/// Asks the CPU to bring the cache line holding `p` into L1. A hint only.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no program state, whatever
+    // the address. SSE, which it needs, is part of every x86_64 CPU.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Copies `src` into `dst` (of equal length; a shorter one bounds the copy),
@@ -654,9 +817,15 @@ mod tests {
         for len in 0..70 {
             let xs: Vec<f64> = (0..len).map(|i| (i % 7) as f64).collect();
             let plain: f64 = xs.iter().sum();
-            assert_eq!(lane_sum(&xs, |v| v), plain);
-            let (s, q) = lane_sum2(&xs, |v| (v, v * v));
-            assert_eq!((s, q), (plain, xs.iter().map(|v| v * v).sum()));
+            let plain_sq: f64 = xs.iter().map(|v| v * v).sum();
+            assert_eq!(sweep_row(&xs, SumSquaresSweep::new()), plain_sq);
+            let m = sweep_row(&xs, MomentsSweep::new(0.0));
+            if len > 0 {
+                let mean = plain / len as f64;
+                assert!((m.mean() - mean).abs() <= 1e-15 * mean, "len {len}: mean {} vs {mean}", m.mean());
+                let dev: f64 = xs.iter().map(|v| (v - mean).powi(2)).sum();
+                assert!((m.m2() - dev).abs() <= 1e-12 * dev.max(1.0), "len {len}: m2 {} vs {dev}", m.m2());
+            }
             let (a, b) = lane_sum2_zip(&xs, &xs, |x, y| (x * y, x + y));
             assert_eq!((a, b), (xs.iter().map(|v| v * v).sum(), 2.0 * plain));
         }

@@ -57,7 +57,7 @@ use super::simd::{self, CHUNK};
 use super::{check_buf, check_eps, rows_of, Affine, Grads, Standardize};
 use crate::error::Result;
 use crate::float::Float;
-use num_traits::{Float as _, Zero as _};
+use num_traits::Float as _;
 use rayon::prelude::*;
 
 /// LayerNorm forward over `x` viewed as `[rows, n]`:
@@ -131,13 +131,14 @@ fn forward_rows<T: Float>(
 ) {
     let mut buf = simd::StagingBuffer::<T>::new();
     let Some(first) = x.get(..n) else { return };
-    let mut stats = simd::sweep_row(first, moments_sweep(first));
+    let mut stats = simd::sweep_row(first, simd::moments_sweep(first));
     let rows = y.chunks_exact_mut(n).zip(mean.iter_mut().zip(rstd.iter_mut()));
     for (i, (yr, (m, r))) in rows.enumerate() {
         let xr = &x[i * n..(i + 1) * n];
-        let mu = stats.mean() + first_value(xr);
+        let mu = stats.mean() + simd::first_value(xr);
         let rs = (stats.var_biased() + eps).sqrt().recip();
-        let mut ahead = x.get((i + 1) * n..(i + 2) * n).map(|next| simd::SweepAhead::new(next, moments_sweep(next)));
+        let mut ahead =
+            x.get((i + 1) * n..(i + 2) * n).map(|next| simd::SweepAhead::new(next, simd::moments_sweep(next)));
         let staging = stream.then_some(&mut *buf);
         normalize_row(xr, yr, (mu, rs), affine, staging, ahead.as_mut());
         if let Some(a) = ahead {
@@ -146,18 +147,6 @@ fn forward_rows<T: Float>(
         *m = T::from_acc(mu);
         *r = T::from_acc(rs);
     }
-}
-
-/// The statistics sweep of a row: its moments about its first value, as
-/// [`simd::row_moments`].
-#[inline(always)]
-fn moments_sweep<T: Float>(row: &[T]) -> simd::MomentsSweep<T::Acc> {
-    simd::MomentsSweep::new(first_value(row))
-}
-
-#[inline(always)]
-fn first_value<T: Float>(row: &[T]) -> T::Acc {
-    row.first().map_or(T::Acc::zero(), |v| v.to_acc())
 }
 
 /// `y_j = (x_j - mean) · rstd · weight_j + bias_j` for one row, chunk by chunk,

@@ -80,11 +80,17 @@ pub(crate) fn forward<T: Float>(
             #[inline(always)]
             || {
                 let mut buf = simd::StagingBuffer::<T>::new();
-                let groups_it = x.chunks_exact(glen).zip(y.chunks_exact_mut(glen)).zip(stats.iter_mut());
-                for (j, ((xg, yg), st)) in groups_it.enumerate() {
-                    let m = simd::row_moments(xg);
-                    let (mu, rs) = (m.mean(), (m.var_biased() + eps).sqrt().recip());
+                // Each group's statistics after the first are computed while
+                // the group before it is normalized, as LayerNorm's rows.
+                let Some(first_group) = x.get(..glen) else { return };
+                let mut m = simd::sweep_row(first_group, simd::moments_sweep(first_group));
+                for (j, (yg, st)) in y.chunks_exact_mut(glen).zip(stats.iter_mut()).enumerate() {
+                    let xg = &x[j * glen..(j + 1) * glen];
+                    let mu = m.mean() + simd::first_value(xg);
+                    let rs = (m.var_biased() + eps).sqrt().recip();
                     *st = (mu, rs);
+                    let next = x.get((j + 1) * glen..(j + 2) * glen);
+                    let mut ahead = next.map(|g| simd::SweepAhead::new(g, simd::moments_sweep(g)));
                     let c0 = ((first + j) % groups) * cpg;
                     for (k, (xr, yr)) in xg.chunks_exact(spatial).zip(yg.chunks_exact_mut(spatial)).enumerate() {
                         let c = c0 + k;
@@ -98,7 +104,13 @@ pub(crate) fn forward<T: Float>(
                             if stream {
                                 simd::stream_copy(yc, &buf[..xc.len()]);
                             }
+                            if let Some(a) = ahead.as_mut() {
+                                a.step();
+                            }
                         }
+                    }
+                    if let Some(a) = ahead {
+                        m = a.finish();
                     }
                 }
             },

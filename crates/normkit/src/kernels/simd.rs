@@ -223,6 +223,19 @@ pub(crate) fn row_moments<T: Float>(xs: &[T]) -> Moments<T::Acc> {
     Moments::from_parts(acc.count(), acc.mean() + shift, acc.m2())
 }
 
+/// The statistics sweep of [`row_moments`]: the moments of a row about its
+/// first value (add [`first_value`] to the mean), fed a chunk at a time.
+#[inline(always)]
+pub(crate) fn moments_sweep<T: Float>(row: &[T]) -> MomentsSweep<T::Acc> {
+    MomentsSweep::new(first_value(row))
+}
+
+/// A row's first value in `T::Acc` (0 for an empty row).
+#[inline(always)]
+pub(crate) fn first_value<T: Float>(row: &[T]) -> T::Acc {
+    row.first().map_or(T::Acc::zero(), |v| v.to_acc())
+}
+
 /// The [`Moments`] of `x_i - shift`, as [`row_moments`] computes them. Callers
 /// that merge the moments of many rows of one channel shift them all by the
 /// same value, so that the merge's mean differences are not rounded at the

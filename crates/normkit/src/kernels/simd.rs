@@ -102,6 +102,16 @@ pub(crate) fn prefetch_ahead<T>(group: &[T]) {
     }
 }
 
+/// [`prefetch_ahead`] for every line of `chunk`: for elementwise passes that
+/// read their input from memory once, a chunk at a time.
+#[inline(always)]
+pub(crate) fn prefetch_chunk_ahead<T>(chunk: &[T]) {
+    let p = chunk.as_ptr().cast::<u8>().wrapping_add(PREFETCH_AHEAD);
+    for off in (0..std::mem::size_of_val(chunk)).step_by(LINE) {
+        prefetch(p.wrapping_add(off));
+    }
+}
+
 /// Adds the lanes in a fixed pairwise tree: `(l, l+8)`, then `(l, l+4)`, ...
 #[inline(always)]
 pub(crate) fn reduce_lanes<A: Copy + std::ops::Add<Output = A>>(mut acc: [A; LANES]) -> A {

@@ -792,8 +792,9 @@ mod tests {
     #[test]
     fn stream_copy_copies_every_offset_and_length() {
         let src: Vec<f32> = (0..300).map(|i| i as f32 * 0.5 - 7.0).collect();
-        for start in 0..5 {
-            for len in [0, 1, 3, 4, 5, 16, 17, 63, 64, 65, 250] {
+        // Every offset within a cache line, lengths around 16-byte units and lines.
+        for start in 0..17 {
+            for len in [0, 1, 3, 4, 5, 11, 12, 13, 16, 17, 28, 31, 32, 33, 63, 64, 65, 250, 283] {
                 let mut dst = vec![0.0f32; 300];
                 stream_copy(&mut dst[start..start + len], &src[..len]);
                 stream_fence();

@@ -287,7 +287,7 @@ pub(crate) fn apply<T: Float>(
                         let params = (mean[c], scale[c], shift[c]);
                         for range in simd::line_chunks(yr) {
                             let (xc, yc) = (&xr[range.clone()], &mut yr[range]);
-                            simd::prefetch_chunk_ahead(xc);
+                            simd::prefetch_ahead(xc);
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                             normalize_run(xc, out, fast[c], params);
                             if stream {
@@ -319,7 +319,7 @@ pub(crate) fn apply<T: Float>(
             #[inline(always)]
             || {
                 for (xc, yc) in x.chunks(chunk_rows * cols).zip(y.chunks_mut(chunk_rows * cols)) {
-                    simd::prefetch_chunk_ahead(xc);
+                    simd::prefetch_ahead(xc);
                     let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
                     for (or, xr) in out.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)) {
                         match &fast_cols {
@@ -476,7 +476,7 @@ pub(crate) fn backward_sums<T: Float>(
 fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::CHUNK], stream: bool) {
     for range in simd::line_chunks(dx) {
         let (dxc, dyc) = (&mut dx[range.clone()], &dy[range]);
-        simd::prefetch_chunk_ahead(dyc);
+        simd::prefetch_ahead(dyc);
         let out = if stream { &mut buf[..dyc.len()] } else { &mut *dxc };
         for (o, &g) in out.iter_mut().zip(dyc) {
             *o = T::from_acc(k * g.to_acc());
@@ -511,8 +511,8 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
                         let p = coef.map(|a| a[c]);
                         for range in simd::line_chunks(dxr) {
                             let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range]);
-                            simd::prefetch_chunk_ahead(xc);
-                            simd::prefetch_chunk_ahead(dyc);
+                            simd::prefetch_ahead(xc);
+                            simd::prefetch_ahead(dyc);
                             let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
                             for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
                                 *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));
@@ -552,8 +552,8 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
                 let n = chunk_rows * cols;
                 let (cm, cr, ck, cmd, cmdx) = (&cm[..cols], &cr[..cols], &ck[..cols], &cmd[..cols], &cmdx[..cols]);
                 for ((xc, dyc), dxc) in x.chunks(n).zip(dy.chunks(n)).zip(dx.chunks_mut(n)) {
-                    simd::prefetch_chunk_ahead(xc);
-                    simd::prefetch_chunk_ahead(dyc);
+                    simd::prefetch_ahead(xc);
+                    simd::prefetch_ahead(dyc);
                     let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
                     let rows = out.chunks_exact_mut(cols).zip(xc.chunks_exact(cols)).zip(dyc.chunks_exact(cols));
                     for ((or, xr), dyr) in rows {

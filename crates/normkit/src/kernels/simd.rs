@@ -84,8 +84,10 @@ impl<R, F: FnOnce() -> R> pulp::WithSimd for Inline<F> {
 const PREFETCH_AHEAD: usize = 4096;
 
 /// Asks the CPU to bring into L1 the cache lines [`PREFETCH_AHEAD`] bytes past
-/// `group` (of [`LANES`] values), which a sweep from memory will read soon (the values after a row
-/// are, in every caller, the next row's). A hint only.
+/// those of `values`, which a pass reading memory once will read soon (the
+/// values after a row are, in every caller, the next row's). A hint only.
+/// The sweeps call it per group of [`LANES`] values, the elementwise passes
+/// per chunk.
 ///
 /// The hardware prefetcher alone keeps too few lines in flight for one core
 /// once the sweep's arithmetic fills the reorder buffer: the statistics sweep
@@ -94,20 +96,10 @@ const PREFETCH_AHEAD: usize = 4096;
 /// rows of 4096 `f32`, 256 MiB, one thread, Xeon of 2026-12-02; 16.5 at 1 KiB
 /// ahead, 16.8 at 16 KiB).
 #[inline(always)]
-pub(crate) fn prefetch_ahead<T>(group: &[T]) {
+pub(crate) fn prefetch_ahead<T>(values: &[T]) {
     // `wrapping_add` computes the address without claiming it is in bounds.
-    let p = group.as_ptr().cast::<u8>().wrapping_add(PREFETCH_AHEAD);
-    for off in (0..std::mem::size_of::<[T; LANES]>()).step_by(LINE) {
-        prefetch(p.wrapping_add(off));
-    }
-}
-
-/// [`prefetch_ahead`] for every line of `chunk`: for elementwise passes that
-/// read their input from memory once, a chunk at a time.
-#[inline(always)]
-pub(crate) fn prefetch_chunk_ahead<T>(chunk: &[T]) {
-    let p = chunk.as_ptr().cast::<u8>().wrapping_add(PREFETCH_AHEAD);
-    for off in (0..std::mem::size_of_val(chunk)).step_by(LINE) {
+    let p = values.as_ptr().cast::<u8>().wrapping_add(PREFETCH_AHEAD);
+    for off in (0..std::mem::size_of_val(values)).step_by(LINE) {
         prefetch(p.wrapping_add(off));
     }
 }

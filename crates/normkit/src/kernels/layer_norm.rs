@@ -51,7 +51,10 @@
 //!     row's normalizing sweep (`simd::SweepAhead`; unlike the attempt listed
 //!     in the README for the Zen 4, which was slower there), and the partial
 //!     last line of each row prefetched before its ordinary store: 20.1 ->
-//!     17.8-18.4 ms, `[8192, 768]` 3.70 -> 3.27-3.59 ms.
+//!     17.8-18.4 ms, `[8192, 768]` 3.70 -> 3.27-3.59 ms;
+//! 14. backward: sweep 1 of the next group of rows interleaved with sweep 2
+//!     of this one in the same way (`row_backward.rs`): 30.8-31.6 -> 28.8-29.3
+//!     ms.
 //!
 //! The rest of the gap to the memory floor: see the README's "Performance".
 

@@ -15,9 +15,11 @@
 //! the row's `dweight`/`dbias` terms into the partials of its fixed block of
 //! rows. Rows go in groups that fit in L2, and the second sweep runs chunk by
 //! chunk over the whole group, so that a chunk's partials stay in L1 while the
-//! group's rows add to them. Blocks are fixed by the shape and their partials
-//! added in block order: results are bitwise identical with any number of
-//! threads.
+//! group's rows add to them. Sweep 1 of the next group runs interleaved with
+//! sweep 2 of this one, a chunk of a row after each chunk of a row
+//! ([`CoefAhead`]), so that reading memory and writing `dx` overlap. Blocks
+//! are fixed by the shape and their partials added in block order: results
+//! are bitwise identical with any number of threads.
 //!
 //! # Arithmetic, and its error bound
 //!
@@ -47,7 +49,11 @@
 //!
 //! Measured (`kernel_probe`, `f32`, one thread, `n = 4096`): computing in `f32`
 //! rather than `f64` with one rounding, 0.82-0.90 -> 0.45-0.6 ns per element in
-//! cache; see `backward_group` for the grouping.
+//! cache; see `backward_group` for the grouping. Interleaving sweep 1 of the
+//! next group with sweep 2 (`normkit bench --quick`, one thread, `f32`, four
+//! alternating pairs on the Xeon of 2026-12-02, LayerNorm): `[8192, 4096]`
+//! 30.8-31.6 -> 28.8-29.3 ms, `[256, 65536]` 22.2-22.9 -> 19.6-24.8 (three of
+//! four faster), `[8192, 768]` 6.2-8.3 -> 5.7-6.9.
 
 use super::simd::{self, CHUNK, LANES};
 use super::{write_param_grads, Grads, Standardize};
@@ -153,16 +159,12 @@ fn backward_rows<T: Float>(
     let mut buf = simd::StagingBuffer::<T>::new();
     let ones = [T::from_f64(1.0); CHUNK];
     let group = backward_group::<T>(n);
-    let zero = T::Acc::zero();
-    let mut coef = [RowCoef::<T>::Wide { mean: zero, rstd: zero, mean_g: zero, mean_gx: zero }; MAX_GROUP];
     let groups = b.x.chunks(group * n).zip(b.dy.chunks(group * n)).zip(dx.chunks_mut(group * n));
+    // Sweep 1 of the block's first group, alone; that of each later group runs
+    // interleaved with sweep 2 of the group before it.
+    let mut coef = CoefAhead::new(b, 0, group).finish();
     for (gi, ((xg, dyg), dxg)) in groups.enumerate() {
-        // Sweep 1, from memory: the coefficients of each row of the group.
-        for (r, (xr, dyr)) in xg.chunks_exact(n).zip(dyg.chunks_exact(n)).enumerate() {
-            let row = gi * group + r;
-            let mean = b.mean.map_or(zero, |m| m[row].to_acc());
-            coef[r] = row_coef(xr, dyr, b.weight, &ones, mean, b.rstd[row].to_acc(), b.mean.is_some());
-        }
+        let mut ahead = CoefAhead::new(b, (gi + 1) * group, group);
         // Sweep 2, from cache: dx and the parameter terms, chunk by chunk.
         // Chunks on the cache lines of the group's first `dx` row (of every
         // row when a row is whole lines).
@@ -187,6 +189,7 @@ fn backward_rows<T: Float>(
                 if stream {
                     simd::stream_copy(dxc, &buf[..xc.len()]);
                 }
+                ahead.step();
             }
             // `dw` and `db` were checked to hold `n` values.
             if let Some(dw) = dw.as_deref_mut() {
@@ -196,31 +199,138 @@ fn backward_rows<T: Float>(
                 widen_add(&mut db[range], &sum_db);
             }
         }
+        coef = ahead.finish();
     }
 }
 
-/// Sweep 1 over one row: its [`RowCoef`], in the element type when it can
-/// carry the row (see the module docs), in `T::Acc` otherwise. `ones` stands
-/// for an absent weight (a product with 1 is exact).
+/// Sweep 1 over the rows of one group, advanced a chunk of one row at a time
+/// (software pipelining, as [`simd::SweepAhead`] in the forward passes): the
+/// group after the one in sweep 2 is read from memory between the chunks of
+/// that sweep, so that reading memory and writing `dx` overlap. Each row's
+/// sums see the same chunks in the same order as [`narrow_sums`] over the whole
+/// row: the same bits. A row that needs the wide path is swept whole, at once.
+struct CoefAhead<'a, T: Float> {
+    b: Block<'a, T>,
+    /// The group's first row and its end, within the block.
+    row: usize,
+    end: usize,
+    /// Values of row `row` fed so far.
+    done: usize,
+    /// The narrow sums of row `row` (`None` before its first chunk).
+    sums: Option<NarrowSums<T>>,
+    coef: [RowCoef<T>; MAX_GROUP],
+    /// Rows of the group finished.
+    finished: usize,
+    ones: [T; CHUNK],
+}
+
+impl<'a, T: Float> CoefAhead<'a, T> {
+    /// The sweep over rows `first..first + group` of the block (fewer at the
+    /// block's end, none past it).
+    #[inline(always)]
+    fn new(b: Block<'a, T>, first: usize, group: usize) -> Self {
+        let rows = b.rstd.len();
+        let zero = T::Acc::zero();
+        let wide = RowCoef::<T>::Wide { mean: zero, rstd: zero, mean_g: zero, mean_gx: zero };
+        let (row, end) = (first.min(rows), (first + group).min(rows));
+        CoefAhead {
+            b,
+            row,
+            end,
+            done: 0,
+            sums: None,
+            coef: [wide; MAX_GROUP],
+            finished: 0,
+            ones: [T::from_f64(1.0); CHUNK],
+        }
+    }
+
+    /// The mean (zero for RMSNorm) and `rstd` of row `row`, in `T::Acc`.
+    #[inline(always)]
+    fn stats(&self) -> (T::Acc, T::Acc) {
+        let mean = self.b.mean.map_or(T::Acc::zero(), |m| m[self.row].to_acc());
+        (mean, self.b.rstd[self.row].to_acc())
+    }
+
+    /// Feeds the next chunk of the current row, if any row is left.
+    #[inline(always)]
+    fn step(&mut self) {
+        if self.row == self.end {
+            return;
+        }
+        let n = self.b.n;
+        let (xr, dyr) = (&self.b.x[self.row * n..][..n], &self.b.dy[self.row * n..][..n]);
+        let (mean, rstd) = self.stats();
+        let sums = match self.sums.as_mut() {
+            Some(s) => s,
+            None => match Standardize::<T>::new(mean, rstd, rstd) {
+                Some(xhat) => self.sums.insert(NarrowSums::new(xhat)),
+                None => {
+                    self.end_row(wide_coef(xr, dyr, self.b.weight, mean, rstd, self.b.mean.is_some()));
+                    return;
+                }
+            },
+        };
+        let c = self.done..(self.done + CHUNK).min(n);
+        // The weight was checked to hold `n` values.
+        let wc = self.b.weight.map_or(&self.ones[..c.len()], |w| &w[c.clone()]);
+        sums.feed(&xr[c.clone()], &dyr[c.clone()], wc);
+        self.done = c.end;
+        if self.done == n {
+            let sums = self.sums.take().expect("the row's sums were started above");
+            let centered = self.b.mean.is_some();
+            let coef = narrow_coef(sums, n, rstd, centered)
+                .unwrap_or_else(|| wide_coef(xr, dyr, self.b.weight, mean, rstd, centered));
+            self.end_row(coef);
+        }
+    }
+
+    /// Stores the current row's coefficients and moves to the next row.
+    #[inline(always)]
+    fn end_row(&mut self, coef: RowCoef<T>) {
+        self.coef[self.finished] = coef;
+        (self.finished, self.row, self.done, self.sums) = (self.finished + 1, self.row + 1, 0, None);
+    }
+
+    /// Feeds the rest of the group; the coefficients of its rows, in order.
+    #[inline(always)]
+    fn finish(mut self) -> [RowCoef<T>; MAX_GROUP] {
+        while self.row < self.end {
+            self.step();
+        }
+        self.coef
+    }
+}
+
+/// A row's [`RowCoef::Narrow`] from its finished narrow sums, or `None` when
+/// `mean(g)` or `mean(g·x̂)` overflows the element type (see the module docs).
 #[inline(always)]
-fn row_coef<T: Float>(
+fn narrow_coef<T: Float>(sums: NarrowSums<T>, n: usize, rstd: T::Acc, centered: bool) -> Option<RowCoef<T>> {
+    let inv_n = T::Acc::from_count(n as u64).recip();
+    let xhat = sums.xhat;
+    let (sum_g, sum_gx) = sums.finish();
+    let mean_g = if centered { sum_g * inv_n } else { T::Acc::zero() };
+    let (mean_g, neg_mean_gx) = (T::from_acc(mean_g), T::from_acc(-(sum_gx * inv_n)));
+    (mean_g.is_finite() && neg_mean_gx.is_finite()).then(|| RowCoef::Narrow {
+        xhat,
+        rstd: T::from_acc(rstd),
+        mean_g,
+        neg_mean_gx,
+    })
+}
+
+/// Sweep 1 over one row in `T::Acc`: its [`RowCoef::Wide`], for a row that
+/// the element type cannot carry.
+#[inline(always)]
+fn wide_coef<T: Float>(
     xr: &[T],
     dyr: &[T],
     weight: Option<&[T]>,
-    ones: &[T; CHUNK],
     mean: T::Acc,
     rstd: T::Acc,
     centered: bool,
 ) -> RowCoef<T> {
     let inv_n = T::Acc::from_count(xr.len() as u64).recip();
-    let mean_of_g = |sum_g: T::Acc| if centered { sum_g * inv_n } else { T::Acc::zero() };
-    if let Some(xhat) = Standardize::<T>::new(mean, rstd, rstd) {
-        let (sum_g, sum_gx) = narrow_sums(xr, dyr, weight, ones, xhat);
-        let (mean_g, neg_mean_gx) = (T::from_acc(mean_of_g(sum_g)), T::from_acc(-(sum_gx * inv_n)));
-        if mean_g.is_finite() && neg_mean_gx.is_finite() {
-            return RowCoef::Narrow { xhat, rstd: T::from_acc(rstd), mean_g, neg_mean_gx };
-        }
-    }
     let xhat = |x: T::Acc| (x - mean) * rstd;
     let (sum_g, sum_gx) = match weight {
         Some(w) => simd::lane_sum2_zip3(xr, dyr, w, |x, dy, w| {
@@ -229,12 +339,14 @@ fn row_coef<T: Float>(
         }),
         None => simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * xhat(x))),
     };
-    RowCoef::Wide { mean, rstd, mean_g: mean_of_g(sum_g), mean_gx: sum_gx * inv_n }
+    let mean_g = if centered { sum_g * inv_n } else { T::Acc::zero() };
+    RowCoef::Wide { mean, rstd, mean_g, mean_gx: sum_gx * inv_n }
 }
 
 /// `(Σ g, Σ g·x̂)` over one row in [`LANES`] lanes of `T`, each lane's sum over a
 /// chunk of [`CHUNK`] values widened into `T::Acc` lanes (so a lane sums at most
-/// 16 values in `T`), reduced by [`simd::reduce_lanes`].
+/// 16 values in `T`), reduced by [`simd::reduce_lanes`]: [`NarrowSums`] fed the
+/// row's chunks from its start.
 #[inline(always)]
 pub(super) fn narrow_sums<T: Float>(
     x: &[T],
@@ -243,10 +355,33 @@ pub(super) fn narrow_sums<T: Float>(
     ones: &[T; CHUNK],
     xhat: Standardize<T>,
 ) -> (T::Acc, T::Acc) {
-    let (mut wide_g, mut wide_gx) = ([T::Acc::zero(); LANES], [T::Acc::zero(); LANES]);
+    let mut sums = NarrowSums::new(xhat);
     for (c, (xc, dyc)) in x.chunks(CHUNK).zip(dy.chunks(CHUNK)).enumerate() {
         // The weight was checked to hold `n` values.
         let wc = weight.map_or(&ones[..xc.len()], |w| &w[c * CHUNK..c * CHUNK + xc.len()]);
+        sums.feed(xc, dyc, wc);
+    }
+    sums.finish()
+}
+
+/// The sums of [`narrow_sums`], fed a chunk of [`CHUNK`] values at a time.
+#[derive(Clone, Copy)]
+pub(super) struct NarrowSums<T: Float> {
+    xhat: Standardize<T>,
+    wide_g: [T::Acc; LANES],
+    wide_gx: [T::Acc; LANES],
+}
+
+impl<T: Float> NarrowSums<T> {
+    #[inline(always)]
+    fn new(xhat: Standardize<T>) -> Self {
+        NarrowSums { xhat, wide_g: [T::Acc::zero(); LANES], wide_gx: [T::Acc::zero(); LANES] }
+    }
+
+    /// One chunk of `x`, `dy` and the weight (ones when absent).
+    #[inline(always)]
+    fn feed(&mut self, xc: &[T], dyc: &[T], wc: &[T]) {
+        let xhat = self.xhat;
         let (mut sum_g, mut sum_gx) = ([T::default(); LANES], [T::default(); LANES]);
         let groups = xc.chunks_exact(LANES).zip(dyc.chunks_exact(LANES)).zip(wc.chunks_exact(LANES));
         for ((xs, dys), ws) in groups {
@@ -261,6 +396,7 @@ pub(super) fn narrow_sums<T: Float>(
         // Through `black_box`, or the compiler's straight-line vectorizer builds
         // the loop above from 128-bit operations (as in `simd::MomentsSweep`).
         let (sum_g, sum_gx) = std::hint::black_box((sum_g, sum_gx));
+        let (wide_g, wide_gx) = (&mut self.wide_g, &mut self.wide_gx);
         for l in 0..LANES {
             wide_g[l] = wide_g[l] + sum_g[l].to_acc();
             wide_gx[l] = wide_gx[l] + sum_gx[l].to_acc();
@@ -274,7 +410,11 @@ pub(super) fn narrow_sums<T: Float>(
             wide_gx[l] = wide_gx[l] + (g * xhat.apply(x)).to_acc();
         }
     }
-    (simd::reduce_lanes(wide_g), simd::reduce_lanes(wide_gx))
+
+    #[inline(always)]
+    fn finish(self) -> (T::Acc, T::Acc) {
+        (simd::reduce_lanes(self.wide_g), simd::reduce_lanes(self.wide_gx))
+    }
 }
 
 /// Sweep 2 of a [`RowCoef::Narrow`] row over one chunk, in `T`: `dx` into

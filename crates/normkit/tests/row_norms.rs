@@ -538,6 +538,73 @@ fn huge_f32_values_normalize_without_overflow() {
 }
 
 #[test]
+fn backward_rows_of_every_kind_pipelined_equal_each_row_alone() {
+    // The backward pass sums a group of rows while it writes `dx` for the
+    // group before, and a row the element type cannot carry takes the wide
+    // path: at its first chunk (statistics `Standardize` refuses) or after
+    // its last (sums that overflow f32). Rows of each kind, mixed over 53
+    // rows of 300 (groups of 16, the last of 5), must give the `dx` they give
+    // alone, bit for bit, and match the f64 reference.
+    let (rows, n) = (53, 300);
+    let seed: u64 = rand::random();
+    let base = random_vec(rows * n, seed, 0.0);
+    let dy_base = random_vec(rows * n, seed ^ 7, 0.0);
+    let kind = |r: usize| (r * 7 + seed as usize) % 4;
+    let x: Vec<f32> =
+        base.iter().enumerate().map(|(i, v)| if kind(i / n) == 1 { (1e32 * v) as f32 } else { *v as f32 }).collect();
+    let dy: Vec<f32> = dy_base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match kind(i / n) {
+            2 => (3e37 * (1.0 + v)) as f32, // g = w·dy > 0 near 1e38: the f32 sums overflow
+            3 => (1e-30 * v) as f32,        // tiny gradients
+            _ => *v as f32,
+        })
+        .collect();
+    let w: Vec<f32> = random_vec(n, seed ^ 9, 1.5).iter().map(|&v| v as f32).collect();
+    let (mut y, mut mean, mut rstd) = (vec![0f32; x.len()], vec![0f32; rows], vec![0f32; rows]);
+    kernels::layer_norm_forward(&x, n, Affine { weight: Some(&w), bias: None }, 1e-5, &mut y, &mut mean, &mut rstd)
+        .unwrap();
+    let mut rms_rstd = vec![0f32; rows];
+    kernels::rms_norm_forward(&x, n, Some(&w), 1e-5, &mut y, &mut rms_rstd).unwrap();
+    let (mut dx, mut dw, mut db) = (vec![0f32; x.len()], vec![0f32; n], vec![0f32; n]);
+    let grads = Grads { dx: &mut dx, dweight: Some(&mut dw), dbias: Some(&mut db) };
+    kernels::layer_norm_backward(&dy, &x, n, &mean, &rstd, Some(&w), grads).unwrap();
+    let mut rms_dx = vec![0f32; x.len()];
+    kernels::rms_norm_backward(&dy, &x, n, &rms_rstd, Some(&w), &mut rms_dx, None).unwrap();
+    let want_dx = ref_layer_norm_backward(&widen(&x), &widen(&dy), n, Some(&widen(&w)), 1e-5).0;
+    let want_rms = ref_rms_norm_backward(&widen(&x), &widen(&dy), n, Some(&widen(&w)), 1e-5).0;
+    for r in 0..rows {
+        let row = r * n..(r + 1) * n;
+        let mut alone = vec![0f32; n];
+        let grads = Grads { dx: &mut alone, dweight: None, dbias: None };
+        kernels::layer_norm_backward(&dy[row.clone()], &x[row.clone()], n, &mean[r..=r], &rstd[r..=r], Some(&w), grads)
+            .unwrap();
+        let msg = format!("row {r} (kind {}), seed {seed}", kind(r));
+        assert!(dx[row.clone()] == alone[..], "LayerNorm dx of {msg} differs from the row alone");
+        let mut rms_alone = vec![0f32; n];
+        kernels::rms_norm_backward(
+            &dy[row.clone()],
+            &x[row.clone()],
+            n,
+            &rms_rstd[r..=r],
+            Some(&w),
+            &mut rms_alone,
+            None,
+        )
+        .unwrap();
+        assert!(rms_dx[row.clone()] == rms_alone[..], "RMSNorm dx of {msg} differs from the row alone");
+        // Against f64: each row's dx to a few f32 roundings of its largest
+        // term (the statistics themselves are f32 roundings).
+        for (got, want, what) in [(&dx, &want_dx, "LayerNorm"), (&rms_dx, &want_rms, "RMSNorm")] {
+            let scale = want[row.clone()].iter().fold(0f64, |m, v| m.max(v.abs()));
+            let (g, t) = (widen(&got[row.clone()]), &want[row.clone()]);
+            assert_close(&format!("{what} dx of {msg}"), &g, t, 64.0 * f32::EPSILON as f64 * scale, 0.0);
+        }
+    }
+}
+
+#[test]
 fn nan_and_inf_stay_in_their_row() {
     let n = 5;
     let mut x = random_vec(4 * n, rand::random(), 0.0);

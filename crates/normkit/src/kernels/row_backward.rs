@@ -221,6 +221,7 @@ struct CoefAhead<'a, T: Float> {
     coef: [RowCoef<T>; MAX_GROUP],
     /// Rows of the group finished.
     finished: usize,
+    /// Stands for an absent weight (a product with 1 is exact).
     ones: [T; CHUNK],
 }
 

@@ -8,8 +8,9 @@
 //!
 //! - **runs** (`inner >= RUN_MIN`, e.g. NCHW): each contiguous run
 //!   `x[o, c, ..]` of `inner` values has one channel, so a run is a row as in
-//!   LayerNorm: its statistics come from [`simd::row_moments`] in one read from
-//!   memory, its elementwise work uses per-run scalars. Runs are independent, so
+//!   LayerNorm: its statistics come from [`simd::shifted_moments`] (about the
+//!   channel's first value) in one read from memory, its elementwise work uses
+//!   per-run scalars. Runs are independent, so
 //!   any split over threads gives the same per-run results; they are then merged
 //!   per channel in `o` order.
 //! - **columns** (`inner < RUN_MIN`, e.g. channels-last `(N, H, W, C)`): each row

@@ -3,7 +3,7 @@
 //! hides behind memory. Each figure is the fastest of many timed batches, so a
 //! busy machine inflates it less than a median would.
 //!
-//! Run: `cargo run --release -p normkit --example kernel_probe [n [ln_fwd|rms_fwd|ln_bwd|rms_bwd|gn_fwd|bn_train_fwd|bn_train_nhwc_fwd]]`
+//! Run: `cargo run --release -p normkit --example kernel_probe [n [ln_fwd|rms_fwd|ln_bwd|rms_bwd|gn_fwd|bn_train_fwd|bn_train_nhwc_fwd|bn_eval|bn_stats|bn_sums|bn_dx (and each with _nhwc)]]`
 
 use normkit::kernels::{self, Affine, Grads};
 use std::hint::black_box;
@@ -95,6 +95,35 @@ fn main() -> Result<(), normkit::Error> {
             black_box(r).ok();
         });
         println!("{name:<16}{t:.3}");
+    }
+    // BatchNorm's other passes, NCHW and channels-last: eval forward (the
+    // elementwise pass alone), the backward sums, the training-mode dx.
+    let (mean_c, rstd_c) = (vec![3.5f32; c], vec![2.0f32; c]);
+    let (mut s, mut sx) = (vec![0f64; c], vec![0f64; c]);
+    for (tag, layout) in [
+        ("", kernels::ChannelLayout::of_shape(&[2, c, spatial], 1)?),
+        ("_nhwc", kernels::ChannelLayout::of_shape(&[2, spatial, c], 2)?),
+    ] {
+        let t = best_ns(&format!("bn_eval{tag}"), len, reps, || {
+            let r = kernels::batch_norm_forward_eval(&x, layout, &mean_c, &rstd_c, Affine::new(&wc, &bc), 1e-5, &mut y);
+            black_box(r).ok();
+        });
+        println!("{:<16}{t:.3}", format!("bn_eval{tag}"));
+        let t = best_ns(&format!("bn_stats{tag}"), len, reps, || {
+            black_box(kernels::batch_norm_channel_moments(&x, layout, &mut moments)).ok();
+        });
+        println!("{:<16}{t:.3}", format!("bn_stats{tag}"));
+        let t = best_ns(&format!("bn_sums{tag}"), len, reps, || {
+            let r = kernels::batch_norm_backward_reduce(&dy, &x, layout, &mean_c, &rstd_c, &mut s, &mut sx);
+            black_box(r).ok();
+        });
+        println!("{:<16}{t:.3}", format!("bn_sums{tag}"));
+        let t = best_ns(&format!("bn_dx{tag}"), len, reps, || {
+            let sums = Some((s.as_slice(), sx.as_slice()));
+            let r = kernels::batch_norm_backward_dx(&dy, &x, layout, &mean_c, &rstd_c, Some(&wc), sums, &mut y);
+            black_box(r).ok();
+        });
+        println!("{:<16}{t:.3}", format!("bn_dx{tag}"));
     }
     // Memory time per element at the machine's copy bandwidth (22 GB/s, one
     // thread): forward moves 8 bytes per element, backward 12.

@@ -1,4 +1,5 @@
-//! The SIMD and threaded LayerNorm/RMSNorm kernels: results bitwise identical
+//! The SIMD and threaded kernels (LayerNorm/RMSNorm, and BatchNorm, GroupNorm
+//! and InstanceNorm below): results bitwise identical
 //! with any number of threads, the non-temporal-store path equal to the plain
 //! one, and agreement with a plain f64 reference at sizes that cross every lane,
 //! chunk and block boundary of the kernels.
@@ -298,5 +299,88 @@ fn large_batch_norm_and_group_norm_match_the_f64_reference() {
             let got = f64::from(gn.y.data()[gi * 2 * hw + s]);
             assert!((got - want).abs() <= 2.5e-7, "group {gi} y[{s}] {got} vs {want}");
         }
+    }
+}
+
+/// BatchNorm's elementwise passes over a `[rows, channels, inner]` input, as
+/// bit patterns: eval forward, `batch_norm_apply`, the training-mode `dx` from
+/// given sums, the fixed-statistics `dx`. Each output value depends only on
+/// its own inputs and the per-channel values, so any run of rows computed
+/// alone must give the same bits (given the same means of the sums: `rows ·
+/// inner` must be a power of two).
+fn run_elementwise_channel_ops(x: &[f32], dy: &[f32], channels: usize, inner: usize) -> Vec<Vec<u32>> {
+    let rows = x.len() / (channels * inner);
+    let layout = kernels::ChannelLayout::of_shape(&[rows, channels, inner], 1).unwrap();
+    let per_c =
+        |seed: u64, lo: f64| -> Vec<f32> { cast(&values(channels, seed).iter().map(|v| lo + v).collect::<Vec<_>>()) };
+    let (mean, rstd, w, b) = (per_c(20, 0.0), per_c(21, 1.5), per_c(22, 1.0), per_c(23, 0.0));
+    let wide = |v: &[f32]| v.iter().map(|&t| f64::from(t)).collect::<Vec<f64>>();
+    // Sums of `n = rows · inner` values whose means (`sum · (1/n)`, all the
+    // training `dx` uses) are the same f32 values for every run of rows: exact
+    // when `n` is a power of two.
+    let n = (rows * inner) as f64;
+    let (sums, sums_x) = (wide(&per_c(24, 0.0)), wide(&per_c(25, 0.0)));
+    let (sums, sums_x): (Vec<f64>, Vec<f64>) =
+        (sums.iter().map(|s| s * n).collect(), sums_x.iter().map(|s| s * n).collect());
+    let mut out = vec![vec![0f32; x.len()]; 4];
+    kernels::batch_norm_forward_eval(x, layout, &mean, &rstd, Affine::new(&w, &b), 1e-5, &mut out[0]).unwrap();
+    kernels::batch_norm_apply(x, layout, &wide(&mean), &wide(&w), Some(&b), &mut out[1]).unwrap();
+    let sums = Some((sums.as_slice(), sums_x.as_slice()));
+    kernels::batch_norm_backward_dx(dy, x, layout, &mean, &rstd, Some(&w), sums, &mut out[2]).unwrap();
+    let grads = Grads { dx: &mut out[3], dweight: None, dbias: None };
+    kernels::batch_norm_backward(dy, x, layout, &mean, &rstd, Some(&w), false, grads).unwrap();
+    out.iter().map(|v| v.iter().map(|t| t.to_bits()).collect()).collect()
+}
+
+#[test]
+fn channels_last_streamed_outputs_equal_the_plain_ones_row_by_row() {
+    // More than 16 MiB of f32 output: written with non-temporal stores in
+    // chunks that start at any column of a row (rows of 67 and of 13·4 values,
+    // not multiples of a cache line), over two threads. A run of rows alone
+    // (small: plain stores, one thread) must give the same bits.
+    for (channels, inner, rows) in [(67usize, 1usize, 1usize << 16), (13, 4, 1 << 17)] {
+        let cols = channels * inner;
+        let x: Vec<f32> = cast(&values(rows * cols, 30).iter().map(|v| 2.0 * v + 0.25).collect::<Vec<_>>());
+        let dy: Vec<f32> = cast(&values(rows * cols, 31));
+        let big = with_threads(2, || run_elementwise_channel_ops(&x, &dy, channels, inner));
+        for (start, end) in [(0, 4), (31_000, 31_016), (rows - 8, rows)] {
+            let (xs, dys) = (&x[start * cols..end * cols], &dy[start * cols..end * cols]);
+            let small = run_elementwise_channel_ops(xs, dys, channels, inner);
+            for (k, (b, s)) in big.iter().zip(&small).enumerate() {
+                let streamed = &b[start * cols..end * cols];
+                assert!(streamed == s.as_slice(), "[{rows},{channels},{inner}] output {k}, rows {start}..{end}");
+            }
+        }
+    }
+}
+
+#[test]
+fn channels_last_streamed_training_forward_matches_its_statistics() {
+    // The training forward's elementwise pass runs in f32 (`Standardize`):
+    // every value, streamed from chunks at any column, against the formula in
+    // f64 with the statistics it returns, within its error bound
+    // (2u·|x̂·w| + u·|b| for the f32 arithmetic and the saved rstd's rounding).
+    let (rows, channels) = (65_000usize, 67usize);
+    let x: Vec<f32> = cast(&values(rows * channels, 40).iter().map(|v| 50.0 + 3.0 * v).collect::<Vec<_>>());
+    let w: Vec<f32> = cast(&values(channels, 41).iter().map(|v| 1.0 + 0.5 * v).collect::<Vec<_>>());
+    let b: Vec<f32> = cast(&values(channels, 42));
+    let layout = kernels::ChannelLayout::of_shape(&[rows, channels], 1).unwrap();
+    let mut y = vec![0f32; x.len()];
+    let (mut mean, mut rstd) = (vec![0f32; channels], vec![0f32; channels]);
+    let mut moments = vec![normkit::Moments::new(); channels];
+    with_threads(2, || {
+        let aff = Affine::new(&w, &b);
+        kernels::batch_norm_forward_train(&x, layout, aff, 1e-5, &mut y, &mut mean, &mut rstd, &mut moments)
+    })
+    .unwrap();
+    let u = f64::from(f32::EPSILON);
+    for (i, (&v, &got)) in x.iter().zip(&y).enumerate() {
+        let c = i % channels;
+        let m = moments[c].mean();
+        let r = 1.0 / (moments[c].var_biased() + 1e-5).sqrt();
+        let core = (f64::from(v) - m) * r * f64::from(w[c]);
+        let want = core + f64::from(b[c]);
+        let tol = 2.0 * u * core.abs() + u * f64::from(b[c]).abs() + u * u * (m * r * f64::from(w[c])).abs();
+        assert!((f64::from(got) - want).abs() <= tol, "y[{}, {c}] {got} vs {want}", i / channels);
     }
 }

@@ -215,11 +215,12 @@ impl<T: Float> StandardizeColumns<T> {
         }
     }
 
-    /// `y_j = (x_j − mean_j) · scale_j + shift_j` over one row, as
-    /// [`Standardize::apply_shift`] per column.
+    /// `y_i = (x_i − mean_{first+i}) · scale_{first+i} + shift_i` over
+    /// consecutive columns from column `first` on, as
+    /// [`Standardize::apply_shift`] per column; `shift` starts at `first`.
     #[inline(always)]
-    pub(crate) fn apply_shift_row(&self, x: &[T], shift: &[T], y: &mut [T]) {
-        let parts = self.head.iter().zip(&self.tail).zip(&self.scale).zip(shift);
+    pub(crate) fn apply_shift_from(&self, first: usize, x: &[T], shift: &[T], y: &mut [T]) {
+        let parts = self.head[first..].iter().zip(&self.tail[first..]).zip(&self.scale[first..]).zip(shift);
         for ((o, &v), (((&h, &t), &s), &b)) in y.iter_mut().zip(x).zip(parts) {
             *o = Standardize { head: h, tail: t, scale: s }.apply_shift(v, b);
         }

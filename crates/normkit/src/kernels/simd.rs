@@ -104,6 +104,24 @@ pub(crate) fn prefetch_ahead<T>(values: &[T]) {
     }
 }
 
+/// Asks the CPU to bring every cache line of `values` into L2 (not L1): for
+/// data a pass will read after its current block, which it works on in cache.
+/// A hint only.
+#[inline(always)]
+pub(crate) fn prefetch_l2<T>(values: &[T]) {
+    let p = values.as_ptr().cast::<u8>();
+    for off in (0..std::mem::size_of_val(values)).step_by(LINE) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `prefetch`.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(off).cast::<i8>())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, off);
+    }
+}
+
 /// Adds the lanes in a fixed pairwise tree: `(l, l+8)`, then `(l, l+4)`, ...
 #[inline(always)]
 pub(crate) fn reduce_lanes<A: Copy + std::ops::Add<Output = A>>(mut acc: [A; LANES]) -> A {
@@ -518,32 +536,6 @@ impl<T> std::ops::DerefMut for StagingBuffer<T> {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut [T; CHUNK] {
         &mut self.1
-    }
-}
-
-/// A staging buffer of `len` values on the heap, placed within its 4 KiB as
-/// [`StagingBuffer`] is (for the channels-last passes, whose chunks are whole
-/// rows of any width).
-pub(crate) struct StagingVec<T> {
-    data: Vec<T>,
-    start: usize,
-    len: usize,
-}
-
-impl<T: Float> StagingVec<T> {
-    /// `len` zeros (no allocation when `len` is 0).
-    pub(crate) fn new(len: usize) -> Self {
-        let size = std::mem::size_of::<T>();
-        let slack = if len == 0 { 0 } else { (4096 + STAGING_OFFSET) / size };
-        let data = vec![T::default(); len + slack];
-        let start = data.as_ptr().cast::<u8>().align_offset(4096) / size + STAGING_OFFSET / size;
-        let start = if start + len <= data.len() { start } else { 0 };
-        StagingVec { data, start, len }
-    }
-
-    #[inline(always)]
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.data[self.start..self.start + self.len]
     }
 }
 

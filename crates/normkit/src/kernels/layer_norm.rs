@@ -110,7 +110,7 @@ pub fn layer_norm_forward<T: Float>(
         }
     };
     if simd::worth_threads(x.len()) {
-        let rpt = simd::rows_per_task(n);
+        let rpt = simd::pipelined_rows_per_task(n);
         let x_tasks = x.par_chunks(rpt * n).zip(y.par_chunks_mut(rpt * n));
         let stat_tasks = mean.par_chunks_mut(rpt).zip(rstd.par_chunks_mut(rpt));
         x_tasks.zip(stat_tasks).for_each(|((xt, y), (m, r))| task(xt, y, m, r));

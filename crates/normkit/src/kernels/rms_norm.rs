@@ -50,7 +50,7 @@ pub fn rms_norm_forward<T: Float>(
         }
     };
     if simd::worth_threads(x.len()) {
-        let rpt = simd::rows_per_task(n);
+        let rpt = simd::pipelined_rows_per_task(n);
         let tasks = x.par_chunks(rpt * n).zip(y.par_chunks_mut(rpt * n)).zip(rstd.par_chunks_mut(rpt));
         tasks.for_each(|((xt, y), r)| task(xt, y, r));
     } else {

@@ -750,6 +750,24 @@ pub(crate) fn rows_per_task(n: usize) -> usize {
     TASK_ELEMS.div_ceil(n.max(1)).max(1)
 }
 
+/// Rows per task of a forward pass that computes each row's statistics while
+/// it normalizes the row before ([`SweepAhead`]): [`rows_per_task`], but at
+/// least [`PIPELINE_MIN_ROWS`], since a task's first row has no row before it
+/// to overlap with (at rows of 65536 `f32`, [`rows_per_task`] gives one row per
+/// task, and nothing overlapped). Depends on `n` only; the outputs do not
+/// depend on it at all. Measured (`normkit bench --quick`, `into`, 2026-12-03,
+/// a host so loaded that the same row varied by 2x): with two threads
+/// LayerNorm forward `[256,65536]` 14.2, 20.4, 10.6, 14.6 -> 9.0, 8.5, 11.5,
+/// 11.9 ms and RMSNorm 7.9, 16.0, 8.3, 11.7 -> 7.6, 6.6, 10.9, 6.8 (four
+/// alternating pairs); with one thread no change (`kernel_probe`, `MEM=1`,
+/// n = 65536, three pairs: 0.69-0.81 against 0.74-0.82 ns per element).
+pub(crate) fn pipelined_rows_per_task(n: usize) -> usize {
+    rows_per_task(n).max(PIPELINE_MIN_ROWS)
+}
+
+/// Fewest rows per task of [`pipelined_rows_per_task`].
+const PIPELINE_MIN_ROWS: usize = 8;
+
 /// The number of fixed blocks of rows whose `dweight`/`dbias` partials a
 /// backward pass over `[rows, n]` sums separately before adding them in order:
 /// as many as [`MAX_PARAM_BLOCKS`] so that up to that many threads have work,

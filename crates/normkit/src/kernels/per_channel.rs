@@ -186,7 +186,7 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
             let quads = rows.chunks_exact(4 * cols);
             let rest = quads.remainder();
             for q in quads {
-                let (r0, r1, r2, r3) = (&q[..cols], &q[cols..2 * cols], &q[2 * cols..3 * cols], &q[3 * cols..]);
+                let (r0, r1, r2, r3) = four_rows(q, cols);
                 for ((((a, &v0), &v1), &v2), &v3) in sums.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
                     *a = *a + v0 + v1 + v2 + v3;
                 }
@@ -259,7 +259,7 @@ fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], (dsum, dsq): (&mut [T
     let rest = quads.remainder();
     for (i, q) in quads.enumerate() {
         simd::prefetch_l2(ahead.get(i * 4 * cols..(i + 1) * 4 * cols).unwrap_or_default());
-        let (r0, r1, r2, r3) = (&q[..cols], &q[cols..2 * cols], &q[2 * cols..3 * cols], &q[3 * cols..]);
+        let (r0, r1, r2, r3) = four_rows(q, cols);
         let acc = dsum.iter_mut().zip(dsq.iter_mut()).zip(centre);
         for ((((p, q), &c), (&v0, &v1)), (&v2, &v3)) in acc.zip(r0.iter().zip(r1)).zip(r2.iter().zip(r3)) {
             let (d0, d1, d2, d3) = (v0.to_acc() - c, v1.to_acc() - c, v2.to_acc() - c, v3.to_acc() - c);
@@ -292,8 +292,8 @@ fn column_grad_sums<T: Float>(
     let (rstd, s, sx) = (&rstd[..cols], &mut s[..cols], &mut sx[..cols]);
     let quads = x.chunks_exact(4 * cols).zip(dy.chunks_exact(4 * cols));
     for (xq, gq) in quads {
-        let (x0, x1, x2, x3) = (&xq[..cols], &xq[cols..2 * cols], &xq[2 * cols..3 * cols], &xq[3 * cols..]);
-        let (g0, g1, g2, g3) = (&gq[..cols], &gq[cols..2 * cols], &gq[2 * cols..3 * cols], &gq[3 * cols..]);
+        let (x0, x1, x2, x3) = four_rows(xq, cols);
+        let (g0, g1, g2, g3) = four_rows(gq, cols);
         for j in 0..cols {
             let (m, r) = (mean[j], rstd[j]);
             let g = [g0[j], g1[j], g2[j], g3[j]].map(|g| g.to_acc());
@@ -310,6 +310,16 @@ fn column_grad_sums<T: Float>(
             sx[j] = sx[j] + g * ((xr[j].to_acc() - mean[j]) * rstd[j]);
         }
     }
+}
+
+/// The four rows of `cols` values each that make up `quad` (of `4·cols`
+/// values), for the sums that take four rows per pass.
+#[inline(always)]
+fn four_rows<T>(quad: &[T], cols: usize) -> (&[T], &[T], &[T], &[T]) {
+    let (r0, rest) = quad.split_at(cols);
+    let (r1, rest) = rest.split_at(cols);
+    let (r2, r3) = rest.split_at(cols);
+    (r0, r1, r2, r3)
 }
 
 /// Per-channel `(mean, scale, shift)` of [`apply`].

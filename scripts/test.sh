@@ -18,12 +18,14 @@ echo "== kernels compiled inside their dispatched SIMD functions"
 bash scripts/check_dispatch.sh
 
 # Conformance: every case beside the repository (ONNX, PyTorch, scikit-learn),
-# no op excluded. The binary is built with the test profile, whose artifacts
-# `cargo test` just made, so CI does not compile the dependencies a third time.
+# no op excluded. The binary is the one `cargo test` just built (its
+# integration tests run it); `cargo run -p normkit-cli` would resolve the
+# dependencies' features for that package alone and compile candle-core a
+# second time (164 s of a 20-minute CI run, 2026-12-03).
 CONFORMANCE_DIR="${CONFORMANCE_DIR:-../shared/conformance}"
 if [ -d "$CONFORMANCE_DIR" ]; then
   echo "== normkit conformance $CONFORMANCE_DIR"
-  cargo run --profile test --locked --quiet -p normkit-cli -- conformance "$CONFORMANCE_DIR"
+  "${CARGO_TARGET_DIR:-target}/debug/normkit" conformance "$CONFORMANCE_DIR"
 else
   echo "== conformance skipped: $CONFORMANCE_DIR not found"
 fi

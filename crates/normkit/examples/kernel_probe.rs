@@ -3,7 +3,7 @@
 //! hides behind memory. Each figure is the fastest of many timed batches, so a
 //! busy machine inflates it less than a median would.
 //!
-//! Run: `cargo run --release -p normkit --example kernel_probe [n [ln_fwd|rms_fwd|ln_bwd|rms_bwd|gn_fwd|bn_train_fwd|bn_train_nhwc_fwd|bn_eval|bn_stats|bn_sums|bn_dx (and each with _nhwc)]]`
+//! Run: `cargo run --release -p normkit --example kernel_probe [n [ln_fwd|rms_fwd|ln_bwd|rms_bwd|gn_fwd|bn_train_fwd|bn_train_nhwc_fwd|bn_eval|bn_stats|bn_sums|bn_dx (and each with _nhwc)|copy]]`
 
 use normkit::kernels::{self, Affine, Grads};
 use std::hint::black_box;
@@ -125,8 +125,14 @@ fn main() -> Result<(), normkit::Error> {
         });
         println!("{:<16}{t:.3}", format!("bn_dx{tag}"));
     }
-    // Memory time per element at the machine's copy bandwidth (22 GB/s, one
-    // thread): forward moves 8 bytes per element, backward 12.
-    println!("memory floor at 22 GB/s: fwd {:.3}, bwd {:.3}", 8.0 / 22.0, 12.0 / 22.0);
+    // The floor: `copy_from_slice` (memcpy: non-temporal stores from memory,
+    // at sizes past the cache) moves the 8 bytes per element a forward pass
+    // must; a backward pass moves 12.
+    let copy = best_ns("copy", len, reps, || {
+        y.copy_from_slice(&x);
+        black_box(&mut y);
+    });
+    let gbps = 8.0 / copy;
+    println!("copy            {copy:.3}  ({gbps:.1} GB/s; floor fwd {copy:.3}, bwd {:.3})", 1.5 * copy);
     Ok(())
 }

@@ -356,6 +356,31 @@ proptest! {
     }
 }
 
+/// Rows wider than 16384 `f32` (more than 128 KiB of `x` and `dy`) take
+/// sweep 2 row by row, their parameter terms summed per 16 rows in row-long
+/// `f32` arrays: within the same bounds, over 37 rows (a partial last group),
+/// with and without a large offset, LayerNorm and RMSNorm.
+#[test]
+fn f32_backward_of_wide_rows_is_within_its_bound() {
+    let (rows, n) = (37, 16411);
+    let seed: u64 = rand::random();
+    for (k, offset) in [0.0, 1e3].into_iter().enumerate() {
+        let s = seed.wrapping_add(k as u64);
+        let p = Problem {
+            rows,
+            n,
+            x: random_vec(rows * n, s, offset),
+            dy: random_vec(rows * n, s ^ 5, 0.0),
+            w: Some(random_vec(n, s ^ 6, 1.0)),
+            b: None,
+            eps: 1e-5,
+        };
+        for centered in [true, false] {
+            check_f32_backward(&p, centered).unwrap_or_else(|e| panic!("seed {s}, offset {offset}: {e}"));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- finite differences
 
 /// Central differences of L(θ) = Σ y(θ)·dy, with step h relative to |θ|.
@@ -544,8 +569,13 @@ fn backward_rows_of_every_kind_pipelined_equal_each_row_alone() {
     // path: at its first chunk (statistics `Standardize` refuses) or after
     // its last (sums that overflow f32). Rows of each kind, mixed over 53
     // rows of 300 (groups of 16, the last of 5), must give the `dx` they give
-    // alone, bit for bit, and match the f64 reference.
-    let (rows, n) = (53, 300);
+    // alone, bit for bit, and match the f64 reference. Rows of 16411 (more
+    // than 128 KiB of x and dy) take sweep 2 row by row.
+    check_backward_rows_of_every_kind(53, 300);
+    check_backward_rows_of_every_kind(19, 16411);
+}
+
+fn check_backward_rows_of_every_kind(rows: usize, n: usize) {
     let seed: u64 = rand::random();
     let base = random_vec(rows * n, seed, 0.0);
     let dy_base = random_vec(rows * n, seed ^ 7, 0.0);

@@ -78,6 +78,8 @@ fn outputs_are_bitwise_identical_with_1_2_3_and_16_threads() {
     check_thread_independence::<f32>(61, 5003, 3);
     check_thread_independence::<f64>(3, 70_001, 4);
     check_thread_independence::<f32>(70_000, 1, 5);
+    // Rows of more than 128 KiB of x and dy: sweep 2 row by row.
+    check_thread_independence::<f32>(40, 20_011, 6);
 }
 
 #[test]

@@ -263,7 +263,8 @@ fn affine_loop<T: Float>(
 /// arithmetic): one sweep over each row from memory, a second from cache, and
 /// the parameter gradients summed per fixed block of rows, so the results are
 /// bitwise identical with any number of threads. Beyond the outputs, this
-/// allocates only those partials (at most 8 MiB, none when neither `dweight`
+/// allocates only those partials (at most 8 MiB and, for rows of more than
+/// 128 KiB of `x` and `dy`, two rows per block; none when neither `dweight`
 /// nor `dbias` is asked for).
 pub fn layer_norm_backward<T: Float>(
     dy: &[T],

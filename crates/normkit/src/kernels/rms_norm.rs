@@ -151,7 +151,8 @@ fn normalize_chunk<T: Float>(x: &[T], y: &mut [T], w: Option<&[T]>, fast: Option
 /// mean taken as zero and no `mean(g)` term), with its sweeps, its error bound
 /// for `f32` data and its split over threads: results are bitwise identical
 /// with any number of threads. Beyond the outputs this allocates only the
-/// `dweight` partials (at most 8 MiB; none without `dweight`).
+/// `dweight` partials (at most 8 MiB and, for rows of more than 128 KiB of `x`
+/// and `dy`, two rows per block; none without `dweight`).
 pub fn rms_norm_backward<T: Float>(
     dy: &[T],
     x: &[T],

@@ -17,7 +17,9 @@
 //! chunk over the whole group, so that a chunk's partials stay in L1 while the
 //! group's rows add to them. Sweep 1 of the next group runs interleaved with
 //! sweep 2 of this one, a chunk of a row after each chunk of a row
-//! ([`CoefAhead`]), so that reading memory and writing `dx` overlap. Blocks
+//! ([`CoefAhead`]), so that reading memory and writing `dx` overlap. Rows too
+//! wide for a group to fit in L2 take sweep 2 row by row instead, their
+//! parameter terms summed in row-long arrays ([`backward_wide_rows`]). Blocks
 //! are fixed by the shape and their partials added in block order: results
 //! are bitwise identical with any number of threads.
 //!
@@ -64,7 +66,8 @@ use rayon::prelude::*;
 /// The backward pass over `x` and `dy` viewed as `[rows, n]`, given the
 /// forward's per-row `rstd` and, for LayerNorm, `mean` (`None`: RMSNorm).
 /// Lengths were checked by the caller. Beyond the outputs, this allocates only
-/// the parameter partials (at most 8 MiB, none when neither `dweight` nor
+/// the parameter partials (at most 8 MiB, plus two rows of `T` per block for
+/// rows wider than [`wide_rows`] allows; none when neither `dweight` nor
 /// `dbias` is asked for).
 pub(super) fn row_norm_backward<T: Float>(
     dy: &[T],
@@ -97,7 +100,13 @@ pub(super) fn row_norm_backward<T: Float>(
         let block = Block { x, dy, n, mean, rstd: rs, weight };
         simd::vectorized(
             #[inline(always)]
-            || backward_rows(block, dx, dw, db, stream),
+            || {
+                if wide_rows::<T>(n) && (want_dw || want_db) {
+                    backward_wide_rows(block, dx, dw, db, stream)
+                } else {
+                    backward_rows(block, dx, dw, db, stream)
+                }
+            },
         );
         if stream {
             simd::stream_fence();
@@ -200,6 +209,74 @@ fn backward_rows<T: Float>(
             }
         }
         coef = ahead.finish();
+    }
+}
+
+/// [`backward_rows`] for rows so wide that a group of them spills from L2
+/// ([`wide_rows`]): sweep 2 runs row by row, each row's `dweight`/`dbias`
+/// terms added into two row-long sums in `T` (`2n` values, allocated per
+/// block) that are widened into the block's partials after every
+/// [`MAX_GROUP`] rows (a group's sums in `T`, as in [`backward_rows`], so the
+/// error bound of the module docs holds). Sweep 1 of the next row runs
+/// interleaved with sweep 2 of this one: L2 holds two rows of `x` and `dy`
+/// and the sums, not two groups.
+///
+/// Measured (`kernel_probe`, `MEM=1`, `f32`, one thread, fastest of 9,
+/// 2026-12-03, alternating pairs on a noisy host): against groups of four
+/// rows swept chunk-major, `n = 65536` LayerNorm 1.94-2.51 -> 1.47-1.94 ns per
+/// element (faster in 5 of 6 pairs), RMSNorm 1.87-2.19 -> 1.72-2.46 (4 of 6),
+/// `n = 32768` 1.70-2.00 -> 1.51-1.83 (6 of 6); the same row by row with
+/// groups of four rows gained nothing (the `f64` partials, 1 MiB at `n =
+/// 65536`, were then read and written every four rows).
+#[inline(always)]
+fn backward_wide_rows<T: Float>(
+    b: Block<'_, T>,
+    dx: &mut [T],
+    mut dw: Option<&mut [T::Acc]>,
+    mut db: Option<&mut [T::Acc]>,
+    stream: bool,
+) {
+    let n = b.n;
+    let mut buf = simd::StagingBuffer::<T>::new();
+    let ones = [T::from_f64(1.0); CHUNK];
+    let rows = b.rstd.len();
+    let mut sums = vec![T::default(); 2 * n];
+    let (sum_dw, sum_db) = sums.split_at_mut(n);
+    let mut coef = CoefAhead::new(b, 0, 1).finish()[0];
+    let row_refs = b.x.chunks_exact(n).zip(b.dy.chunks_exact(n)).zip(dx.chunks_exact_mut(n));
+    for (i, ((xr, dyr), dxr)) in row_refs.enumerate() {
+        let mut ahead = CoefAhead::new(b, i + 1, 1);
+        for range in simd::line_chunks(dxr) {
+            let w = b.weight.map_or(&ones[..range.len()], |w| &w[range.clone()]);
+            let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
+            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+            match coef {
+                RowCoef::Narrow { xhat, rstd, mean_g, neg_mean_gx } => {
+                    let sums = (&mut sum_dw[range.clone()], &mut sum_db[range.clone()]);
+                    narrow_chunk(xc, dyc, w, out, sums, (xhat, rstd, mean_g, neg_mean_gx));
+                }
+                RowCoef::Wide { mean, rstd, mean_g, mean_gx } => {
+                    let params = (w, dw.as_deref_mut(), db.as_deref_mut());
+                    wide_chunk(xc, dyc, out, range.clone(), params, (mean, rstd, mean_g, mean_gx));
+                }
+            }
+            if stream {
+                simd::stream_copy(dxc, &buf[..xc.len()]);
+            }
+            ahead.step();
+        }
+        if (i + 1) % MAX_GROUP == 0 || i + 1 == rows {
+            // `dw` and `db` were checked to hold `n` values.
+            if let Some(dw) = dw.as_deref_mut() {
+                widen_add(dw, sum_dw);
+            }
+            if let Some(db) = db.as_deref_mut() {
+                widen_add(db, sum_db);
+            }
+            sum_dw.fill(T::default());
+            sum_db.fill(T::default());
+        }
+        coef = ahead.finish()[0];
     }
 }
 
@@ -487,6 +564,18 @@ fn widen_add<T: Float>(acc: &mut [T::Acc], sums: &[T]) {
     }
 }
 
+/// Whether rows of `n` are so wide that a group of [`MIN_GROUP`] rows of `x`
+/// and `dy` (more than 512 KiB), with the next group read while it is swept,
+/// would not stay in L2: more than [`WIDE_ROW_BYTES`] of `x` and `dy` per
+/// row (`n > 16384` for `f32`). Such rows take [`backward_wide_rows`]. A
+/// function of the shape only.
+fn wide_rows<T>(n: usize) -> bool {
+    2 * n * std::mem::size_of::<T>() > WIDE_ROW_BYTES
+}
+
+/// Bytes of `x` and `dy` in one row above which [`wide_rows`] holds.
+const WIDE_ROW_BYTES: usize = 128 << 10;
+
 /// Rows of `x` and `dy` (together) that a group of rows in the backward pass
 /// may span: well inside a 1 MiB L2, so that sweep 2 finds them there.
 const GROUP_BYTES: usize = 256 << 10;
@@ -501,7 +590,8 @@ const MAX_GROUP: usize = 16;
 
 /// Rows per group of the backward pass for rows of `n`: as many as fit
 /// [`GROUP_BYTES`], [`MIN_GROUP`] to [`MAX_GROUP`]. A function of the shape
-/// only, like every split.
+/// only, like every split. Rows wider than [`wide_rows`] allows are not
+/// grouped this way (see [`backward_wide_rows`]).
 ///
 /// Measured: in cache (`kernel_probe`, fastest / median of 7 runs, in `f64`
 /// arithmetic, before the `f32` sweeps), one row at a time against groups:

@@ -183,21 +183,11 @@ fn backward_rows<T: Float>(
             let (mut sum_dw, mut sum_db) = ([T::default(); CHUNK], [T::default(); CHUNK]);
             let rows = xg.chunks_exact(n).zip(dyg.chunks_exact(n)).zip(dxg.chunks_exact_mut(n));
             for (((xr, dyr), dxr), &cf) in rows.zip(&coef) {
-                let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
-                let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
-                match cf {
-                    RowCoef::Narrow { xhat, rstd, mean_g, neg_mean_gx } => {
-                        let sums = (&mut sum_dw[..xc.len()], &mut sum_db[..xc.len()]);
-                        narrow_chunk(xc, dyc, w, out, sums, (xhat, rstd, mean_g, neg_mean_gx));
-                    }
-                    RowCoef::Wide { mean, rstd, mean_g, mean_gx } => {
-                        let params = (w, dw.as_deref_mut(), db.as_deref_mut());
-                        wide_chunk(xc, dyc, out, range.clone(), params, (mean, rstd, mean_g, mean_gx));
-                    }
-                }
-                if stream {
-                    simd::stream_copy(dxc, &buf[..xc.len()]);
-                }
+                let chunk = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
+                let sums = (&mut sum_dw[..range.len()], &mut sum_db[..range.len()]);
+                let params = (w, dw.as_deref_mut(), db.as_deref_mut());
+                let staging = stream.then_some(&mut *buf);
+                sweep2_chunk(chunk, range.clone(), cf, sums, params, staging);
                 ahead.step();
             }
             // `dw` and `db` were checked to hold `n` values.
@@ -248,21 +238,11 @@ fn backward_wide_rows<T: Float>(
         let mut ahead = CoefAhead::new(b, i + 1, 1);
         for range in simd::line_chunks(dxr) {
             let w = b.weight.map_or(&ones[..range.len()], |w| &w[range.clone()]);
-            let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
-            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
-            match coef {
-                RowCoef::Narrow { xhat, rstd, mean_g, neg_mean_gx } => {
-                    let sums = (&mut sum_dw[range.clone()], &mut sum_db[range.clone()]);
-                    narrow_chunk(xc, dyc, w, out, sums, (xhat, rstd, mean_g, neg_mean_gx));
-                }
-                RowCoef::Wide { mean, rstd, mean_g, mean_gx } => {
-                    let params = (w, dw.as_deref_mut(), db.as_deref_mut());
-                    wide_chunk(xc, dyc, out, range.clone(), params, (mean, rstd, mean_g, mean_gx));
-                }
-            }
-            if stream {
-                simd::stream_copy(dxc, &buf[..xc.len()]);
-            }
+            let chunk = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
+            let sums = (&mut sum_dw[range.clone()], &mut sum_db[range.clone()]);
+            let params = (w, dw.as_deref_mut(), db.as_deref_mut());
+            let staging = stream.then_some(&mut *buf);
+            sweep2_chunk(chunk, range.clone(), coef, sums, params, staging);
             ahead.step();
         }
         if (i + 1) % MAX_GROUP == 0 || i + 1 == rows {
@@ -492,6 +472,50 @@ impl<T: Float> NarrowSums<T> {
     #[inline(always)]
     fn finish(self) -> (T::Acc, T::Acc) {
         (simd::reduce_lanes(self.wide_g), simd::reduce_lanes(self.wide_gx))
+    }
+}
+
+/// Sweep 2 of one row over the chunk `range` of its `(x, dy, dx)`: `dx`,
+/// written through the `staging` buffer with non-temporal stores when given,
+/// and the row's `dweight`/`dbias` terms, added into the group's `sums` in `T`
+/// for a [`RowCoef::Narrow`] row or straight into the partials for a
+/// [`RowCoef::Wide`] one.
+#[inline(always)]
+fn sweep2_chunk<T: Float>(
+    (xc, dyc, dxc): (&[T], &[T], &mut [T]),
+    range: std::ops::Range<usize>,
+    coef: RowCoef<T>,
+    sums: (&mut [T], &mut [T]),
+    params: ParamRefs<'_, T>,
+    staging: Option<&mut [T; CHUNK]>,
+) {
+    match staging {
+        Some(buf) => {
+            let out = &mut buf[..xc.len()];
+            row_chunk_grads((xc, dyc, &mut *out), range, coef, sums, params);
+            simd::stream_copy(dxc, out);
+        }
+        None => row_chunk_grads((xc, dyc, dxc), range, coef, sums, params),
+    }
+}
+
+/// [`sweep2_chunk`]'s arithmetic: `dx` into `out` and the parameter terms, by
+/// the row's kind.
+#[inline(always)]
+fn row_chunk_grads<T: Float>(
+    (xc, dyc, out): (&[T], &[T], &mut [T]),
+    range: std::ops::Range<usize>,
+    coef: RowCoef<T>,
+    sums: (&mut [T], &mut [T]),
+    params: ParamRefs<'_, T>,
+) {
+    match coef {
+        RowCoef::Narrow { xhat, rstd, mean_g, neg_mean_gx } => {
+            narrow_chunk(xc, dyc, params.0, out, sums, (xhat, rstd, mean_g, neg_mean_gx));
+        }
+        RowCoef::Wide { mean, rstd, mean_g, mean_gx } => {
+            wide_chunk(xc, dyc, out, range, params, (mean, rstd, mean_g, mean_gx));
+        }
     }
 }
 

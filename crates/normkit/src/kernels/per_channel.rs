@@ -16,8 +16,9 @@
 //! - **columns** (`inner < RUN_MIN`, e.g. channels-last `(N, H, W, C)`): each row
 //!   `x[o, .., ..]` of `cols = channels · inner` values is processed as one
 //!   vector op across the columns (one accumulator per column). Statistics go
-//!   sub-block by sub-block of rows (two passes over a sub-block while it is in
-//!   cache, merged by Chan's formula), within fixed blocks of rows
+//!   sub-block by sub-block of rows (for `f32` one sweep each, about the
+//!   sub-block's first row; for `f64` two, about a centre near the mean;
+//!   merged by Chan's formula), within fixed blocks of rows
 //!   ([`simd::param_blocks`]) whose partials are merged in block order; then the
 //!   columns of a channel are merged in order.
 //!
@@ -40,10 +41,11 @@ use rayon::prelude::*;
 const RUN_MIN: usize = 64;
 
 /// Values per sub-block of rows in the columns path's statistics (64 KiB of
-/// `f32`): the second sweep over a sub-block reads L2, not memory.
+/// `f32`): each is summed about its centres, then merged into the columns'
+/// moments (see [`column_moments`]).
 const SUB_ELEMS: usize = 1 << 14;
 
-/// Most rows one column sum of [`column_moments`] adds in the element type.
+/// Most rows one column sum of [`column_centres`] adds in the element type.
 const NATIVE_ROWS: usize = 128;
 
 fn use_runs(layout: ChannelLayout) -> bool {
@@ -156,71 +158,65 @@ fn column_blocks<A>(rows: usize, cols: usize) -> usize {
 
 /// The mean and M2 of each column `j` of the rows `x` (of `shift.len()`
 /// columns), less `shift_j`, into `out = [mean | M2]`: sub-block by sub-block
-/// of rows, each by the corrected two-pass algorithm of
-/// [`simd::shifted_moments`] (a centre per column from a sum in the element
-/// type, from memory; deviations from it in `T::Acc`, from cache), merged left
-/// to right by Chan's formula. Sums in the element type run over at most
-/// [`NATIVE_ROWS`] rows (as [`simd::shifted_moments`]' lanes hold 128 values),
-/// which puts each centre within about `128 · 2⁻²⁴ · |mean|` of its column's
-/// mean (the error bound of [`simd::shifted_moments`] then applies); a centre
-/// that is not finite falls back to the sub-block's first value of the column. (Without the cap, three columns at 1e7 summed over 5461 rows
-/// in `f32` lost the variance to 3e-10 relative.)
+/// of `k` rows, each by the corrected two-pass formula about a centre `c_j`,
+///
+/// ```text
+/// d_ij   = x[i, j] - c_j                  in T::Acc
+/// mean_j = (c_j - shift_j) + Σ_i d_ij / k
+/// M2_j   = Σ_i d_ij² - (Σ_i d_ij)² / k
+/// ```
+///
+/// merged left to right by Chan's formula. Each column's sums run in one
+/// accumulator, so the relative error of `M2_j` is at most about
+/// `2⁻⁵³ · k · (1 + ((c_j - mean_j)/σ_j)²)`, and that of the mean grows with
+/// `|c_j - mean_j|` too. The centre is chosen by the element type:
+///
+/// - `T::Acc` much wider than `T` (`f32` data): `c_j = x[0, j]`, the
+///   sub-block's first row, in one sweep from memory, as
+///   [`simd::shifted_moments`] sums a block of a run. `d_ij` is exact, and by
+///   Samuelson's inequality the bound is `2⁻⁵³ · k²` at worst, below 5e-10
+///   with at most [`simd::MOMENTS_BLOCK`] rows: far below what `f32` resolves.
+///   This replaced the sweeps of the other case, whose arithmetic came after
+///   the read from memory instead of overlapping it (from memory, one thread,
+///   `kernel_probe` with `MEM=1`: see the README's "Performance").
+/// - otherwise (`f64` data, whose mean is checked to a few units of its last
+///   place): a first sweep from memory sums each column for `c_j` near its
+///   mean ([`column_centres`]), and the deviations are summed from L2; once
+///   more about the refined mean if a column is (nearly) constant about an
+///   inexact centre.
 #[inline(always)]
 fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
     let zero = T::Acc::zero();
     let cols = shift.len();
     let (mean, m2) = out.split_at_mut(cols);
     let (mut centre, mut dsum, mut dsq) = (vec![zero; cols], vec![zero; cols], vec![zero; cols]);
-    let mut sums = vec![T::default(); cols];
+    let one_sweep = acc_is_wider::<T>();
     let sub_rows = (SUB_ELEMS / cols).max(1);
+    let sub_rows = if one_sweep { sub_rows.min(simd::MOMENTS_BLOCK) } else { sub_rows };
     let mut count = 0usize;
-    for (i, sub) in x.chunks(sub_rows * cols).enumerate() {
+    for sub in x.chunks(sub_rows * cols) {
         let r = sub.len() / cols;
-        let next = x.get((i + 1) * sub_rows * cols..).unwrap_or_default();
-        // Sweep 1 (from memory): each column's sum, in the element type over
-        // at most NATIVE_ROWS rows at a time, then in `T::Acc`.
-        centre.fill(zero);
-        for rows in sub.chunks(NATIVE_ROWS * cols) {
-            sums.fill(T::default());
-            // Four rows per pass over the sums, added in row order.
-            let quads = rows.chunks_exact(4 * cols);
-            let rest = quads.remainder();
-            for q in quads {
-                let (r0, r1, r2, r3) = four_rows(q, cols);
-                for ((((a, &v0), &v1), &v2), &v3) in sums.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
-                    *a = *a + v0 + v1 + v2 + v3;
+        let (k, inv) = (T::Acc::from_count(r as u64), T::Acc::from_count(r as u64).recip());
+        if one_sweep {
+            for (c, &first) in centre.iter_mut().zip(&sub[..cols]) {
+                *c = first.to_acc();
+            }
+            column_deviations(sub, &centre, (&mut dsum, &mut dsq));
+        } else {
+            column_centres(sub, &mut centre);
+            column_deviations(sub, &centre, (&mut dsum, &mut dsq));
+            let at_noise = dsum.iter().zip(&dsq).any(|(&p, &q)| needs_recentring(corrected_m2(q, p, k), q, k));
+            if at_noise {
+                for (c, &p) in centre.iter_mut().zip(&dsum) {
+                    *c = *c + p * inv;
                 }
+                column_deviations(sub, &centre, (&mut dsum, &mut dsq));
             }
-            for row in rest.chunks_exact(cols) {
-                for (a, &v) in sums.iter_mut().zip(row) {
-                    *a = *a + v;
-                }
-            }
-            for (c, &part) in centre.iter_mut().zip(&sums) {
-                *c = *c + part.to_acc();
-            }
-        }
-        let inv = T::Acc::from_count(r as u64).recip();
-        let first_row = sub.get(..cols).unwrap_or_default();
-        for (c, &first) in centre.iter_mut().zip(first_row) {
-            *c = if c.is_finite() { *c * inv } else { first.to_acc() };
-        }
-        // Sweep 2 (from cache): deviations from the centres; once more about
-        // the refined means if a column is (nearly) constant about an inexact
-        // centre, as in `simd::shifted_moments`.
-        let k = T::Acc::from_count(r as u64);
-        column_deviations(sub, &centre, (&mut dsum, &mut dsq), next);
-        let at_noise = dsum.iter().zip(&dsq).any(|(&p, &q)| needs_recentring(corrected_m2(q, p, k), q, k));
-        if at_noise {
-            for (c, &p) in centre.iter_mut().zip(&dsum) {
-                *c = *c + p * inv;
-            }
-            column_deviations(sub, &centre, (&mut dsum, &mut dsq), &[]);
         }
         // Chan's merge of (count, mean, m2) with this sub-block's (r, mb, m2b).
-        let (na, nb) = (T::Acc::from_count(count as u64), T::Acc::from_count(r as u64));
-        let n = na + nb;
-        let (fb, fab) = (nb / n, na * (nb / n));
+        let (na, n) = (T::Acc::from_count(count as u64), T::Acc::from_count((count + r) as u64));
+        let fb = k / n;
+        let fab = na * fb;
         let first = count == 0;
         let acc = mean.iter_mut().zip(m2.iter_mut());
         let sub_stats = centre.iter().zip(shift).zip(dsum.iter().zip(&dsq));
@@ -239,26 +235,67 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
     }
 }
 
-/// `(Σ d, Σ d²)` per column of the rows `x`, with `d = x - centre` in `T::Acc`,
-/// rows added in order. Four rows go through the accumulators at a time, which
-/// then stay in registers for four additions each rather than making a round
-/// trip through L1 per row (in cache, channels-last BatchNorm training forward
-/// 0.66 -> 0.45 ns per element, `kernel_probe`).
-///
-/// As it goes, it asks for the rows `ahead` (the next sub-block, which sweep 1
-/// reads next) into L2, a share per quad, so that reading them from memory
-/// overlaps this sweep's arithmetic rather than following it (channels-last
-/// statistics from memory, `kernel_probe` with `MEM=1`, three alternating
-/// pairs: 0.60-0.73 -> 0.47-0.58 ns per element).
+/// Whether `T::Acc` carries at least 20 more significant bits than `T` (as
+/// `f64` does for `f32`): then a difference of two values of `T` of like
+/// magnitude is exact in `T::Acc`, and the rounding of its sums stays far below
+/// what `T` resolves.
+fn acc_is_wider<T: Float>() -> bool {
+    use num_traits::ToPrimitive as _;
+    let acc_eps = T::Acc::epsilon().to_f64().unwrap_or(f64::INFINITY);
+    T::EPSILON >= acc_eps * f64::from(1u32 << 20)
+}
+
+/// Each column's mean of the rows `x` into `centre` (the first row's value
+/// where it is not finite), by sums in `T` over at most [`NATIVE_ROWS`] rows
+/// at a time, then in `T::Acc`: a centre within about `128 · u · |mean|` of
+/// the mean (`u` the unit roundoff of `T`).
 #[inline(always)]
-fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], (dsum, dsq): (&mut [T::Acc], &mut [T::Acc]), ahead: &[T]) {
+fn column_centres<T: Float>(x: &[T], centre: &mut [T::Acc]) {
+    let cols = centre.len();
+    let mut sums = vec![T::default(); cols];
+    centre.fill(T::Acc::zero());
+    for rows in x.chunks(NATIVE_ROWS * cols) {
+        sums.fill(T::default());
+        // Four rows per pass over the sums, added in row order.
+        let quads = rows.chunks_exact(4 * cols);
+        let rest = quads.remainder();
+        for q in quads {
+            let (r0, r1, r2, r3) = four_rows(q, cols);
+            for ((((a, &v0), &v1), &v2), &v3) in sums.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+                *a = *a + v0 + v1 + v2 + v3;
+            }
+        }
+        for row in rest.chunks_exact(cols) {
+            for (a, &v) in sums.iter_mut().zip(row) {
+                *a = *a + v;
+            }
+        }
+        for (c, &part) in centre.iter_mut().zip(&sums) {
+            *c = *c + part.to_acc();
+        }
+    }
+    let inv = T::Acc::from_count((x.len() / cols) as u64).recip();
+    for (c, &first) in centre.iter_mut().zip(x) {
+        *c = if c.is_finite() { *c * inv } else { first.to_acc() };
+    }
+}
+
+/// `(Σ d, Σ d²)` per column of the rows `x`, with `d = x - centre` in `T::Acc`,
+/// rows added in order, reading `x` from memory. Four rows go through the
+/// accumulators at a time, which then stay in registers for four additions
+/// each rather than making a round trip through L1 per row (in cache,
+/// channels-last BatchNorm training forward 0.66 -> 0.45 ns per element,
+/// `kernel_probe`), and each quad asks for the values [`simd::prefetch_ahead`]
+/// puts 4 KiB ahead.
+#[inline(always)]
+fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], (dsum, dsq): (&mut [T::Acc], &mut [T::Acc])) {
     let cols = centre.len();
     dsum.fill(T::Acc::zero());
     dsq.fill(T::Acc::zero());
     let quads = x.chunks_exact(4 * cols);
     let rest = quads.remainder();
-    for (i, q) in quads.enumerate() {
-        simd::prefetch_l2(ahead.get(i * 4 * cols..(i + 1) * 4 * cols).unwrap_or_default());
+    for q in quads {
+        simd::prefetch_ahead(q);
         let (r0, r1, r2, r3) = four_rows(q, cols);
         let acc = dsum.iter_mut().zip(dsq.iter_mut()).zip(centre);
         for ((((p, q), &c), (&v0, &v1)), (&v2, &v3)) in acc.zip(r0.iter().zip(r1)).zip(r2.iter().zip(r3)) {

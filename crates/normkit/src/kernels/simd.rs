@@ -100,18 +100,7 @@ pub(crate) fn prefetch_ahead<T>(values: &[T]) {
     // `wrapping_add` computes the address without claiming it is in bounds.
     let p = values.as_ptr().cast::<u8>().wrapping_add(PREFETCH_AHEAD);
     for off in (0..std::mem::size_of_val(values)).step_by(LINE) {
-        prefetch(p.wrapping_add(off), CacheLevel::L1);
-    }
-}
-
-/// Asks the CPU to bring every cache line of `values` into L2 (not L1): for
-/// data a pass will read after its current block, which it works on in cache.
-/// A hint only.
-#[inline(always)]
-pub(crate) fn prefetch_l2<T>(values: &[T]) {
-    let p = values.as_ptr().cast::<u8>();
-    for off in (0..std::mem::size_of_val(values)).step_by(LINE) {
-        prefetch(p.wrapping_add(off), CacheLevel::L2);
+        prefetch(p.wrapping_add(off));
     }
 }
 
@@ -582,35 +571,23 @@ pub(crate) fn line_chunks<T>(out: &[T]) -> impl Iterator<Item = std::ops::Range<
 fn prefetch_partial_end<T>(out: &[T]) {
     let end = out.as_ptr_range().end.cast::<u8>();
     if !out.is_empty() && end.align_offset(LINE) != 0 {
-        prefetch(end.wrapping_sub(1), CacheLevel::L1);
+        prefetch(end.wrapping_sub(1));
     }
 }
 
-/// The cache a prefetch fills.
-#[derive(Clone, Copy)]
-enum CacheLevel {
-    /// L1 and the levels below it: for data read within the next few hundred
-    /// cycles.
-    L1,
-    /// L2 and below, not L1: for data read after the current block.
-    L2,
-}
-
-/// Asks the CPU to bring the cache line holding `p` into `level`. A hint only.
+/// Asks the CPU to bring the cache line holding `p` into L1 (and the levels
+/// below it). A hint only.
 #[inline(always)]
-fn prefetch(p: *const u8, level: CacheLevel) {
+fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch never faults and changes no program state, whatever
     // the address. SSE, which it needs, is part of every x86_64 CPU.
     unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
-        match level {
-            CacheLevel::L1 => _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()),
-            CacheLevel::L2 => _mm_prefetch::<_MM_HINT_T1>(p.cast::<i8>()),
-        }
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>())
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, level);
+    let _ = p;
 }
 
 /// Copies `src` into `dst` (of equal length; a shorter one bounds the copy),

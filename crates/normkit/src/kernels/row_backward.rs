@@ -172,6 +172,9 @@ fn backward_rows<T: Float>(
     // Sweep 1 of the block's first group, alone; that of each later group runs
     // interleaved with sweep 2 of the group before it.
     let mut coef = CoefAhead::new(b, 0, group).finish();
+    // The group's dweight and dbias terms of one chunk, in T (zero between
+    // chunks).
+    let (mut sum_dw, mut sum_db) = ([T::default(); CHUNK], [T::default(); CHUNK]);
     for (gi, ((xg, dyg), dxg)) in groups.enumerate() {
         let mut ahead = CoefAhead::new(b, (gi + 1) * group, group);
         // Sweep 2, from cache: dx and the parameter terms, chunk by chunk.
@@ -179,8 +182,6 @@ fn backward_rows<T: Float>(
         // row when a row is whole lines).
         for range in simd::line_chunks(&dxg[..n]) {
             let w = b.weight.map_or(&ones[..range.len()], |w| &w[range.clone()]);
-            // The group's dweight and dbias terms of this chunk, in T.
-            let (mut sum_dw, mut sum_db) = ([T::default(); CHUNK], [T::default(); CHUNK]);
             let rows = xg.chunks_exact(n).zip(dyg.chunks_exact(n)).zip(dxg.chunks_exact_mut(n));
             for (((xr, dyr), dxr), &cf) in rows.zip(&coef) {
                 let chunk = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
@@ -191,12 +192,8 @@ fn backward_rows<T: Float>(
                 ahead.step();
             }
             // `dw` and `db` were checked to hold `n` values.
-            if let Some(dw) = dw.as_deref_mut() {
-                widen_add(&mut dw[range.clone()], &sum_dw);
-            }
-            if let Some(db) = db.as_deref_mut() {
-                widen_add(&mut db[range], &sum_db);
-            }
+            widen_add_clear(dw.as_deref_mut().map(|dw| &mut dw[range.clone()]), &mut sum_dw[..range.len()]);
+            widen_add_clear(db.as_deref_mut().map(|db| &mut db[range.clone()]), &mut sum_db[..range.len()]);
         }
         coef = ahead.finish();
     }
@@ -247,14 +244,8 @@ fn backward_wide_rows<T: Float>(
         }
         if (i + 1) % MAX_GROUP == 0 || i + 1 == rows {
             // `dw` and `db` were checked to hold `n` values.
-            if let Some(dw) = dw.as_deref_mut() {
-                widen_add(dw, sum_dw);
-            }
-            if let Some(db) = db.as_deref_mut() {
-                widen_add(db, sum_db);
-            }
-            sum_dw.fill(T::default());
-            sum_db.fill(T::default());
+            widen_add_clear(dw.as_deref_mut(), sum_dw);
+            widen_add_clear(db.as_deref_mut(), sum_db);
         }
         coef = ahead.finish()[0];
     }
@@ -580,11 +571,19 @@ fn wide_chunk<T: Float>(
     }
 }
 
-/// `acc_j += sums_j` (widened), over `acc`'s length.
+/// `acc_j += sums_j` (widened) where the partials `acc` are wanted, then
+/// `sums_j = 0`: a group's sums in `T` moved into the block's partials, ready
+/// for the next group, in one pass (a second pass to zero them had cost a
+/// sweep over `2n` values in L2 every [`MAX_GROUP`] rows of wide rows).
 #[inline(always)]
-fn widen_add<T: Float>(acc: &mut [T::Acc], sums: &[T]) {
-    for (a, &s) in acc.iter_mut().zip(sums) {
+fn widen_add_clear<T: Float>(acc: Option<&mut [T::Acc]>, sums: &mut [T]) {
+    let Some(acc) = acc else {
+        sums.fill(T::default());
+        return;
+    };
+    for (a, s) in acc.iter_mut().zip(sums) {
         *a = *a + s.to_acc();
+        *s = T::default();
     }
 }
 

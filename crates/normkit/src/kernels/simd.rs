@@ -620,10 +620,19 @@ pub(crate) fn stream_copy<T: Float>(dst: &mut [T], src: &[T]) {
         // Every access stays within `0..bytes`: `head <= done <= bytes`.
         // `d + head` is line-aligned by the choice of `head`, as
         // `stream_lines` needs.
+        //
+        // The partial lines are copied only when there are any: a chunk of
+        // `line_chunks` has none but at the ends of `dst`, and each
+        // `copy_nonoverlapping` of a length unknown here is a call to
+        // `memcpy`, two per chunk even for zero bytes.
         unsafe {
-            std::ptr::copy_nonoverlapping(s, d, head);
+            if head > 0 {
+                std::ptr::copy_nonoverlapping(s, d, head);
+            }
             stream_lines(d.add(head), s.add(head), lines);
-            std::ptr::copy_nonoverlapping(s.add(done), d.add(done), bytes - done);
+            if done < bytes {
+                std::ptr::copy_nonoverlapping(s.add(done), d.add(done), bytes - done);
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -658,6 +667,7 @@ unsafe fn stream_lines(dst: *mut u8, src: *const u8, lines: usize) {
 /// As [`stream_lines`], and the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 unsafe fn stream_lines_512(dst: *mut u8, src: *const u8, lines: usize) {
     use std::arch::x86_64::{_mm512_loadu_si512, _mm512_stream_si512};
     for i in 0..lines {
@@ -673,6 +683,7 @@ unsafe fn stream_lines_512(dst: *mut u8, src: *const u8, lines: usize) {
 /// As [`stream_lines`], and the CPU has AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
+#[inline]
 unsafe fn stream_lines_256(dst: *mut u8, src: *const u8, lines: usize) {
     use std::arch::x86_64::{_mm256_loadu_si256, _mm256_stream_si256};
     for off in (0..lines * LINE).step_by(32) {

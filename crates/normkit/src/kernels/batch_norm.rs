@@ -366,8 +366,8 @@ pub fn batch_norm_backward_dx<T: Float>(
         Some((s, sx)) => {
             let inv_n = T::Acc::from_count(layout.per_channel().max(1) as u64).recip();
             let mean_dy: Vec<T::Acc> = s.iter().map(|&v| v * inv_n).collect();
-            let mean_dy_xhat: Vec<T::Acc> = sx.iter().map(|&v| v * inv_n).collect();
-            per_channel::train_dx(dy, x, layout, [&mean, &rstd, &k, &mean_dy, &mean_dy_xhat], dx);
+            let slope: Vec<T::Acc> = sx.iter().zip(&rstd).map(|(&v, &r)| r * (v * inv_n)).collect();
+            per_channel::train_dx(dy, x, layout, [&mean, &slope, &k, &mean_dy], dx);
         }
         // dx = (dy - 0) · k_c + 0 = k_c · dy.
         None => {

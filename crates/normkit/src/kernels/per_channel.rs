@@ -313,28 +313,23 @@ fn column_deviations<T: Float>(x: &[T], centre: &[T::Acc], (dsum, dsq): (&mut [T
     }
 }
 
-/// `s_j += Σ dy_j` and `sx_j += Σ dy_j · x̂_j` per column `j` of the rows of
-/// `x` and `dy`, with `x̂_j = (x_j - mean_j) · rstd_j` in `T::Acc`, rows added in
-/// order. As in [`column_deviations`], four rows go through the accumulators
-/// at a time (the same sums, bit for bit, as one row at a time).
+/// `s_j += Σ dy_j` and `sx_j += Σ dy_j · (x_j - mean_j)` per column `j` of
+/// the rows of `x` and `dy`, in `T::Acc`, rows added in order (the caller
+/// multiplies `sx` by `rstd_j` once, at the end, for `Σ dy · x̂`). As in
+/// [`column_deviations`], four rows go through the accumulators at a time (the
+/// same sums, bit for bit, as one row at a time).
 #[inline(always)]
-fn column_grad_sums<T: Float>(
-    x: &[T],
-    dy: &[T],
-    (mean, rstd): (&[T::Acc], &[T::Acc]),
-    s: &mut [T::Acc],
-    sx: &mut [T::Acc],
-) {
+fn column_grad_sums<T: Float>(x: &[T], dy: &[T], mean: &[T::Acc], s: &mut [T::Acc], sx: &mut [T::Acc]) {
     let cols = mean.len();
-    let (rstd, s, sx) = (&rstd[..cols], &mut s[..cols], &mut sx[..cols]);
+    let (s, sx) = (&mut s[..cols], &mut sx[..cols]);
     let quads = x.chunks_exact(4 * cols).zip(dy.chunks_exact(4 * cols));
     for (xq, gq) in quads {
         let (x0, x1, x2, x3) = four_rows(xq, cols);
         let (g0, g1, g2, g3) = four_rows(gq, cols);
         for j in 0..cols {
-            let (m, r) = (mean[j], rstd[j]);
+            let m = mean[j];
             let g = [g0[j], g1[j], g2[j], g3[j]].map(|g| g.to_acc());
-            let d = [x0[j], x1[j], x2[j], x3[j]].map(|v| (v.to_acc() - m) * r);
+            let d = [x0[j], x1[j], x2[j], x3[j]].map(|v| v.to_acc() - m);
             s[j] = s[j] + g[0] + g[1] + g[2] + g[3];
             sx[j] = sx[j] + g[0] * d[0] + g[1] * d[1] + g[2] * d[2] + g[3] * d[3];
         }
@@ -344,7 +339,7 @@ fn column_grad_sums<T: Float>(
         for j in 0..cols {
             let g = gr[j].to_acc();
             s[j] = s[j] + g;
-            sx[j] = sx[j] + g * ((xr[j].to_acc() - mean[j]) * rstd[j]);
+            sx[j] = sx[j] + g * (xr[j].to_acc() - mean[j]);
         }
     }
 }
@@ -482,9 +477,11 @@ pub(crate) fn backward_sums<T: Float>(
                     for (j, ((xr, dyr), p)) in runs.zip(part.chunks_exact_mut(2)).enumerate() {
                         let c = (first + j) % channels;
                         let (m, r) = (mean[c], rstd[c]);
-                        let (s, sx) = simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * ((x - m) * r)));
+                        // Σ dy · x̂ = rstd · Σ dy · (x - mean): one multiplication
+                        // per run instead of one per value.
+                        let (s, sx) = simd::lane_sum2_zip(xr, dyr, |x, dy| (dy, dy * (x - m)));
                         p[0] = s;
-                        p[1] = sx;
+                        p[1] = sx * r;
                         if let (Some(k), Some(dxr)) = (k, dx.get_mut(j * inner..(j + 1) * inner)) {
                             scale_into(dxr, dyr, k[c], &mut buf, stream);
                         }
@@ -516,7 +513,7 @@ pub(crate) fn backward_sums<T: Float>(
         return;
     }
     let cols = channels * inner;
-    let (cm, cr) = (per_column(mean, inner), per_column(rstd, inner));
+    let cm = per_column(mean, inner);
     let ck = k.map(|k| tiled_columns(k, inner));
     let block_rows = outer.div_ceil(column_blocks::<T::Acc>(outer, cols)).max(1);
     let mut part = vec![zero; outer.div_ceil(block_rows) * 2 * cols];
@@ -536,7 +533,7 @@ pub(crate) fn backward_sums<T: Float>(
                     simd::prefetch_ahead(dyc);
                     let rows = rows_done * cols..range.end.div_ceil(cols) * cols;
                     rows_done = rows.end / cols;
-                    column_grad_sums(&x[rows.clone()], &dy[rows], (&cm, &cr), ps, psx);
+                    column_grad_sums(&x[rows.clone()], &dy[rows], &cm, ps, psx);
                     let Some((ck, dxc)) = ck.as_ref().zip(dx.get_mut(range.clone())) else {
                         continue;
                     };
@@ -574,7 +571,8 @@ pub(crate) fn backward_sums<T: Float>(
     for (c, (s, sx)) in sum_dy.iter_mut().zip(sum_dy_xhat.iter_mut()).enumerate() {
         let range = c * inner..(c + 1) * inner;
         *s = ts[range.clone()].iter().fold(zero, |a, &v| a + v);
-        *sx = tsx[range].iter().fold(zero, |a, &v| a + v);
+        // Σ dy · x̂ = rstd · Σ dy · (x - mean), per channel.
+        *sx = rstd[c] * tsx[range].iter().fold(zero, |a, &v| a + v);
     }
 }
 
@@ -595,15 +593,18 @@ fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::C
 }
 
 /// The training-mode input gradient, elementwise:
-/// `dx = k_c · (dy - mean_dy_c - x̂ · mean_dy_xhat_c)`, `x̂ = (x - mean_c) · rstd_c`.
-/// `coef = [mean, rstd, k, mean_dy, mean_dy_xhat]` per channel. Sizes checked by
-/// the caller, `layout` not empty.
-pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef: [&[T::Acc]; 5], dx: &mut [T]) {
+/// `dx = k_c · (dy - mean_dy_c - x̂ · mean_dy_xhat_c)`, `x̂ = (x - mean_c) · rstd_c`,
+/// computed as `k_c · (dy - mean_dy_c - (x - mean_c) · slope_c)` with
+/// `slope_c = rstd_c · mean_dy_xhat_c`, one multiplication and (channels-last)
+/// one array of coefficients fewer per value.
+/// `coef = [mean, slope, k, mean_dy]` per channel. Sizes checked by the caller,
+/// `layout` not empty.
+pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef: [&[T::Acc]; 4], dx: &mut [T]) {
     let stream = simd::should_stream::<T>(dx.len());
     let ChannelLayout { channels, inner, .. } = layout;
     #[inline(always)]
-    fn grad<A: AccFloat>(v: A, g: A, [m, r, k, md, mdx]: [A; 5]) -> A {
-        k * (g - md - (v - m) * r * mdx)
+    fn grad<A: AccFloat>(v: A, g: A, [m, slope, k, md]: [A; 4]) -> A {
+        k * (g - md - (v - m) * slope)
     }
     if use_runs(layout) {
         let upt = simd::rows_per_task(inner);
@@ -645,10 +646,10 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
         return;
     }
     let cols = channels * inner;
-    // One array per coefficient (not an array of 5-tuples), so that each loads
+    // One array per coefficient (not an array of tuples), so that each loads
     // as whole vectors (channels-last training backward, in cache, f32, one
     // thread: 1.39 -> 0.67 ns per element).
-    let [cm, cr, ck, cmd, cmdx] = coef.map(|a| tiled_columns(a, inner));
+    let [cm, cs, ck, cmd] = coef.map(|a| tiled_columns(a, inner));
     let task = |x: &[T], dy: &[T], dx: &mut [T]| {
         simd::vectorized(
             #[inline(always)]
@@ -662,10 +663,9 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
                     let n = xc.len();
                     let out = if stream { &mut buf[..n] } else { &mut *dxc };
                     let (out, dyc) = (&mut out[..n], &dyc[..n]);
-                    let (cm, cr, ck, cmd, cmdx) =
-                        (&cm[j..j + n], &cr[j..j + n], &ck[j..j + n], &cmd[j..j + n], &cmdx[j..j + n]);
+                    let (cm, cs, ck, cmd) = (&cm[j..j + n], &cs[j..j + n], &ck[j..j + n], &cmd[j..j + n]);
                     for i in 0..n {
-                        let p = [cm[i], cr[i], ck[i], cmd[i], cmdx[i]];
+                        let p = [cm[i], cs[i], ck[i], cmd[i]];
                         out[i] = T::from_acc(grad(xc[i].to_acc(), dyc[i].to_acc(), p));
                     }
                     if stream {

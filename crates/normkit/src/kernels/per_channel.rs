@@ -492,6 +492,157 @@ impl<'a, T: Float> ChannelSweep<'a, T> {
     }
 }
 
+/// BatchNorm's training backward over the runs layout, one channel at a
+/// time, as [`train_forward_by_channel`] goes forward: the channel's
+/// `(Σ dy, Σ dy·x̂)` from its runs of `x` and `dy` (read from memory, swept
+/// between the chunks of the previous channel's `dx`), then
+/// `coef(c, sums) = [mean, slope, k, mean_dy]` and its runs' `dx` while they
+/// are still in L2; writes the sums into `sum_dy` and `sum_dy_xhat`. The same
+/// bits as [`backward_sums`] then [`train_dx`]. `mean_rstd(c)` gives the
+/// channel's saved `(mean, rstd)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_backward_by_channel<T: Float>(
+    dy: &[T],
+    x: &[T],
+    layout: ChannelLayout,
+    mean_rstd: impl Fn(usize) -> (T::Acc, T::Acc) + Sync,
+    coef: impl Fn(usize, T::Acc, T::Acc) -> [T::Acc; 4] + Sync,
+    dx: &mut [T],
+    sum_dy: &mut [T::Acc],
+    sum_dy_xhat: &mut [T::Acc],
+) {
+    let ChannelLayout { outer, channels, inner } = layout;
+    let stream = simd::should_stream::<T>(dx.len());
+    let mut runs: Vec<(usize, &mut [T])> =
+        dx.chunks_exact_mut(inner).enumerate().map(|(k, r)| (k % channels, r)).collect();
+    runs.sort_by_key(|&(c, _)| c);
+    let cpt = simd::pipelined_rows_per_task(outer * inner);
+    let task = |first: usize, runs: &mut [(usize, &mut [T])], s: &mut [T::Acc], sx: &mut [T::Acc]| {
+        simd::vectorized(
+            #[inline(always)]
+            || {
+                let mut buf = simd::StagingBuffer::<T>::new();
+                let task_channels = s.len();
+                let sweep = |c: usize| ChannelGradSweep::new(x, dy, layout, c, mean_rstd(c));
+                let mut sums = sweep(first).finish();
+                let channel_outs = runs.chunks_mut(outer).zip(s.iter_mut().zip(sx.iter_mut()));
+                for (k, (dx_runs, (s, sx))) in channel_outs.enumerate() {
+                    let c = first + k;
+                    (*s, *sx) = sums;
+                    let p = coef(c, sums.0, sums.1);
+                    let mut ahead = (k + 1 < task_channels).then(|| sweep(c + 1));
+                    for (o, (_, dxr)) in dx_runs.iter_mut().enumerate() {
+                        let at = (o * channels + c) * inner;
+                        let (xr, dyr) = (&x[at..at + inner], &dy[at..at + inner]);
+                        for range in simd::line_chunks(dxr) {
+                            let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range]);
+                            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                            for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
+                                *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));
+                            }
+                            if stream {
+                                simd::stream_copy(dxc, &buf[..xc.len()]);
+                            }
+                            if let Some(a) = ahead.as_mut() {
+                                a.step();
+                            }
+                        }
+                    }
+                    if let Some(a) = ahead {
+                        sums = a.finish();
+                    }
+                }
+            },
+        );
+        if stream {
+            simd::stream_fence();
+        }
+    };
+    if simd::worth_threads(x.len()) {
+        let tasks =
+            runs.par_chunks_mut(cpt * outer).zip(sum_dy.par_chunks_mut(cpt).zip(sum_dy_xhat.par_chunks_mut(cpt)));
+        tasks.enumerate().for_each(|(i, (r, (s, sx)))| task(i * cpt, r, s, sx));
+    } else {
+        let tasks = runs.chunks_mut(cpt * outer).zip(sum_dy.chunks_mut(cpt).zip(sum_dy_xhat.chunks_mut(cpt)));
+        tasks.enumerate().for_each(|(i, (r, (s, sx)))| task(i * cpt, r, s, sx));
+    }
+}
+
+/// The sweep of one channel's runs of `x` and `dy` for `(Σ dy, Σ dy·x̂)`, fed
+/// a chunk at a time: per run, `Σ dy` and `Σ dy·(x - mean)` in [`simd::LANES`]
+/// lanes (value `i` in lane `i mod LANES`, the tail added last, then
+/// [`simd::reduce_lanes`]), the second times `rstd`, added over the runs in
+/// `o` order: the arithmetic of [`simd::lane_sum2_zip`] in [`backward_sums`].
+struct ChannelGradSweep<'a, T: Float> {
+    x: &'a [T],
+    dy: &'a [T],
+    layout: ChannelLayout,
+    c: usize,
+    mean: T::Acc,
+    rstd: T::Acc,
+    run: usize,
+    done: usize,
+    lanes: [[T::Acc; simd::LANES]; 2],
+    sums: (T::Acc, T::Acc),
+}
+
+impl<'a, T: Float> ChannelGradSweep<'a, T> {
+    #[inline(always)]
+    fn new(x: &'a [T], dy: &'a [T], layout: ChannelLayout, c: usize, (mean, rstd): (T::Acc, T::Acc)) -> Self {
+        let z = T::Acc::zero();
+        let lanes = [[z; simd::LANES]; 2];
+        ChannelGradSweep { x, dy, layout, c, mean, rstd, run: 0, done: 0, lanes, sums: (z, z) }
+    }
+
+    /// Feeds the next chunk of the channel, if any is left.
+    #[inline(always)]
+    fn step(&mut self) {
+        let ChannelLayout { outer, channels, inner } = self.layout;
+        if self.run == outer {
+            return;
+        }
+        let at = (self.run * channels + self.c) * inner;
+        let end = (self.done + simd::CHUNK).min(inner);
+        let (xc, dyc) = (&self.x[at + self.done..at + end], &self.dy[at + self.done..at + end]);
+        let m = self.mean;
+        let [mut a, mut b] = self.lanes;
+        let (xg, dyg) = (xc.chunks_exact(simd::LANES), dyc.chunks_exact(simd::LANES));
+        let (xt, dyt) = (xg.remainder(), dyg.remainder());
+        for (gx, gdy) in xg.zip(dyg) {
+            simd::prefetch_ahead(gx);
+            simd::prefetch_ahead(gdy);
+            for l in 0..simd::LANES {
+                let g = gdy[l].to_acc();
+                a[l] = a[l] + g;
+                b[l] = b[l] + g * (gx[l].to_acc() - m);
+            }
+        }
+        for (l, (&v, &g)) in xt.iter().zip(dyt).enumerate() {
+            let g = g.to_acc();
+            a[l] = a[l] + g;
+            b[l] = b[l] + g * (v.to_acc() - m);
+        }
+        // Through `black_box`, as the lanes of `simd::MomentsSweep`.
+        self.lanes = std::hint::black_box([a, b]);
+        self.done = end;
+        if end == inner {
+            let (s, sx) = (simd::reduce_lanes(a), simd::reduce_lanes(b));
+            self.sums = (self.sums.0 + s, self.sums.1 + sx * self.rstd);
+            let z = T::Acc::zero();
+            (self.lanes, self.run, self.done) = ([[z; simd::LANES]; 2], self.run + 1, 0);
+        }
+    }
+
+    /// Feeds the rest; the channel's `(Σ dy, Σ dy·x̂)`.
+    #[inline(always)]
+    fn finish(mut self) -> (T::Acc, T::Acc) {
+        while self.run < self.layout.outer {
+            self.step();
+        }
+        self.sums
+    }
+}
+
 /// Per-channel `(mean, scale, shift)` of [`apply`].
 type ChannelParams<'a, A> = (&'a [A], &'a [A], &'a [A]);
 
@@ -730,6 +881,13 @@ fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::C
     }
 }
 
+/// One value of [`train_dx`]: `k · (dy - mean_dy - (x - mean) · slope)` with
+/// `coef = [mean, slope, k, mean_dy]`.
+#[inline(always)]
+fn grad<A: AccFloat>(v: A, g: A, [m, slope, k, md]: [A; 4]) -> A {
+    k * (g - md - (v - m) * slope)
+}
+
 /// The training-mode input gradient, elementwise:
 /// `dx = k_c · (dy - mean_dy_c - x̂ · mean_dy_xhat_c)`, `x̂ = (x - mean_c) · rstd_c`,
 /// computed as `k_c · (dy - mean_dy_c - (x - mean_c) · slope_c)` with
@@ -740,10 +898,6 @@ fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::C
 pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef: [&[T::Acc]; 4], dx: &mut [T]) {
     let stream = simd::should_stream::<T>(dx.len());
     let ChannelLayout { channels, inner, .. } = layout;
-    #[inline(always)]
-    fn grad<A: AccFloat>(v: A, g: A, [m, slope, k, md]: [A; 4]) -> A {
-        k * (g - md - (v - m) * slope)
-    }
     if use_runs(layout) {
         let upt = simd::rows_per_task(inner);
         let task = |first: usize, x: &[T], dy: &[T], dx: &mut [T]| {
@@ -871,6 +1025,41 @@ mod tests {
             assert_eq!(bits(&fused_moments), bits(&moments), "moments of {outer}x{channels}x{inner}");
             let same = fused.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "y of {outer}x{channels}x{inner}");
+        }
+    }
+    /// The channel-by-channel training backward against the two passes it
+    /// replaces ([`backward_sums`], then [`train_dx`]), bit for bit, on the
+    /// shapes of the forward's test (runs with tails of every length mod 16).
+    #[test]
+    fn train_backward_by_channel_gives_the_bits_of_the_two_passes() {
+        let shapes: [[usize; 3]; 4] = [[3, 5, 64], [7, 3, 1021], [2, 4, 4099], [9, 64, 7300]];
+        for (k, [outer, channels, inner]) in shapes.into_iter().enumerate() {
+            let layout = ChannelLayout::of_shape(&[outer, channels, inner], 1).unwrap();
+            let len = outer * channels * inner;
+            let x: Vec<f32> = (0..len).map(|i| ((i * 7919 + k) % 1009) as f32 * 0.01 + 100.0).collect();
+            let dy: Vec<f32> = (0..len).map(|i| ((i * 104729 + k) % 997) as f32 * 1e-3 - 0.5).collect();
+            let mean: Vec<f64> = (0..channels).map(|c| 105.0 + c as f64 * 0.125).collect();
+            let rstd: Vec<f64> = (0..channels).map(|c| 0.3 + c as f64 * 0.01).collect();
+            let inv_n = 1.0 / (outer * inner) as f64;
+            let coef = |c: usize, s: f64, sx: f64| [mean[c], rstd[c] * (sx * inv_n), rstd[c] * 1.5, s * inv_n];
+            let (mut s, mut sx) = (vec![0.0; channels], vec![0.0; channels]);
+            let mut fused = vec![0f32; len];
+            let mean_rstd = |c: usize| (mean[c], rstd[c]);
+            train_backward_by_channel(&dy, &x, layout, mean_rstd, coef, &mut fused, &mut s, &mut sx);
+
+            let (mut s2, mut sx2) = (vec![0.0; channels], vec![0.0; channels]);
+            backward_sums(&dy, &x, layout, &mean, &rstd, &mut s2, &mut sx2, None);
+            let p: Vec<[f64; 4]> = (0..channels).map(|c| coef(c, s2[c], sx2[c])).collect();
+            let column = |i: usize| p.iter().map(|q| q[i]).collect::<Vec<f64>>();
+            let (m, slope, kk, md) = (column(0), column(1), column(2), column(3));
+            let mut plain = vec![0f32; len];
+            train_dx(&dy, &x, layout, [&m, &slope, &kk, &md], &mut plain);
+
+            let bits = |v: &[f64]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&s), bits(&s2), "sum_dy of {outer}x{channels}x{inner}");
+            assert_eq!(bits(&sx), bits(&sx2), "sum_dy_xhat of {outer}x{channels}x{inner}");
+            let same = fused.iter().zip(&plain).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "dx of {outer}x{channels}x{inner}");
         }
     }
 }

@@ -388,12 +388,7 @@ pub(crate) fn train_forward_by_channel<T: Float>(
 ) {
     let ChannelLayout { outer, channels, inner } = layout;
     let stream = simd::should_stream::<T>(y.len());
-    // Each channel's output runs, channel by channel, in `o` order.
-    let mut runs: Vec<(usize, &mut [T])> =
-        y.chunks_exact_mut(inner).enumerate().map(|(k, r)| (k % channels, r)).collect();
-    runs.sort_by_key(|&(c, _)| c);
-    let cpt = simd::pipelined_rows_per_task(outer * inner);
-    let task = |first: usize, runs: &mut [(usize, &mut [T])], moments: &mut [Moments<T::Acc>]| {
+    for_each_channel_block(y, layout, moments, |first, runs, moments| {
         simd::vectorized(
             #[inline(always)]
             || {
@@ -406,7 +401,7 @@ pub(crate) fn train_forward_by_channel<T: Float>(
                     let [mean, rstd, scale, bias] = params(c, m);
                     let fast = Standardize::new(mean, rstd, scale);
                     let mut ahead = (k + 1 < task_channels).then(|| ChannelSweep::new(x, layout, c + 1));
-                    for (o, (_, yr)) in y_runs.iter_mut().enumerate() {
+                    for (o, yr) in y_runs.iter_mut().enumerate() {
                         let xr = &x[(o * channels + c) * inner..][..inner];
                         for range in simd::line_chunks(yr) {
                             let (xc, yc) = (&xr[range.clone()], &mut yr[range]);
@@ -429,13 +424,34 @@ pub(crate) fn train_forward_by_channel<T: Float>(
         if stream {
             simd::stream_fence();
         }
-    };
-    if simd::worth_threads(x.len()) {
-        let tasks = runs.par_chunks_mut(cpt * outer).zip(moments.par_chunks_mut(cpt));
-        tasks.enumerate().for_each(|(i, (r, m))| task(i * cpt, r, m));
+    });
+}
+
+/// Runs `task(first, runs, results)` over blocks of consecutive channels of
+/// the runs layout: `first` the block's first channel, `runs` the block's
+/// runs of `out`, channel by channel (each channel's `outer` runs in `o`
+/// order), `results` the block's entries of `per_channel`. Blocks hold
+/// [`simd::pipelined_rows_per_task`] channels (by the shape alone), on
+/// rayon's threads when worth it.
+fn for_each_channel_block<T: Float, U: Send>(
+    out: &mut [T],
+    layout: ChannelLayout,
+    per_channel: &mut [U],
+    task: impl Fn(usize, &mut [&mut [T]], &mut [U]) + Sync,
+) {
+    let ChannelLayout { outer, channels, inner } = layout;
+    let worth_threads = simd::worth_threads(out.len());
+    let mut runs: Vec<(usize, &mut [T])> =
+        out.chunks_exact_mut(inner).enumerate().map(|(k, r)| (k % channels, r)).collect();
+    runs.sort_by_key(|&(c, _)| c);
+    let mut runs: Vec<&mut [T]> = runs.into_iter().map(|(_, r)| r).collect();
+    let cpt = simd::pipelined_rows_per_task(outer * inner);
+    if worth_threads {
+        let tasks = runs.par_chunks_mut(cpt * outer).zip(per_channel.par_chunks_mut(cpt));
+        tasks.enumerate().for_each(|(i, (r, u))| task(i * cpt, r, u));
     } else {
-        let tasks = runs.chunks_mut(cpt * outer).zip(moments.chunks_mut(cpt));
-        tasks.enumerate().for_each(|(i, (r, m))| task(i * cpt, r, m));
+        let tasks = runs.chunks_mut(cpt * outer).zip(per_channel.chunks_mut(cpt));
+        tasks.enumerate().for_each(|(i, (r, u))| task(i * cpt, r, u));
     }
 }
 
@@ -513,25 +529,21 @@ pub(crate) fn train_backward_by_channel<T: Float>(
 ) {
     let ChannelLayout { outer, channels, inner } = layout;
     let stream = simd::should_stream::<T>(dx.len());
-    let mut runs: Vec<(usize, &mut [T])> =
-        dx.chunks_exact_mut(inner).enumerate().map(|(k, r)| (k % channels, r)).collect();
-    runs.sort_by_key(|&(c, _)| c);
-    let cpt = simd::pipelined_rows_per_task(outer * inner);
-    let task = |first: usize, runs: &mut [(usize, &mut [T])], s: &mut [T::Acc], sx: &mut [T::Acc]| {
+    let mut sums = vec![(T::Acc::zero(), T::Acc::zero()); channels];
+    for_each_channel_block(dx, layout, &mut sums, |first, runs, out| {
         simd::vectorized(
             #[inline(always)]
             || {
                 let mut buf = simd::StagingBuffer::<T>::new();
-                let task_channels = s.len();
+                let task_channels = out.len();
                 let sweep = |c: usize| ChannelGradSweep::new(x, dy, layout, c, mean_rstd(c));
                 let mut sums = sweep(first).finish();
-                let channel_outs = runs.chunks_mut(outer).zip(s.iter_mut().zip(sx.iter_mut()));
-                for (k, (dx_runs, (s, sx))) in channel_outs.enumerate() {
+                for (k, (dx_runs, out)) in runs.chunks_mut(outer).zip(out.iter_mut()).enumerate() {
                     let c = first + k;
-                    (*s, *sx) = sums;
+                    *out = sums;
                     let p = coef(c, sums.0, sums.1);
                     let mut ahead = (k + 1 < task_channels).then(|| sweep(c + 1));
-                    for (o, (_, dxr)) in dx_runs.iter_mut().enumerate() {
+                    for (o, dxr) in dx_runs.iter_mut().enumerate() {
                         let at = (o * channels + c) * inner;
                         let (xr, dyr) = (&x[at..at + inner], &dy[at..at + inner]);
                         for range in simd::line_chunks(dxr) {
@@ -557,14 +569,9 @@ pub(crate) fn train_backward_by_channel<T: Float>(
         if stream {
             simd::stream_fence();
         }
-    };
-    if simd::worth_threads(x.len()) {
-        let tasks =
-            runs.par_chunks_mut(cpt * outer).zip(sum_dy.par_chunks_mut(cpt).zip(sum_dy_xhat.par_chunks_mut(cpt)));
-        tasks.enumerate().for_each(|(i, (r, (s, sx)))| task(i * cpt, r, s, sx));
-    } else {
-        let tasks = runs.chunks_mut(cpt * outer).zip(sum_dy.chunks_mut(cpt).zip(sum_dy_xhat.chunks_mut(cpt)));
-        tasks.enumerate().for_each(|(i, (r, (s, sx)))| task(i * cpt, r, s, sx));
+    });
+    for ((s, sx), (a, b)) in sum_dy.iter_mut().zip(sum_dy_xhat.iter_mut()).zip(sums) {
+        (*s, *sx) = (a, b);
     }
 }
 

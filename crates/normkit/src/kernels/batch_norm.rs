@@ -18,7 +18,9 @@
 //! 5. [`batch_norm_backward_dx`]: the input gradient from those sums.
 //!
 //! [`batch_norm_forward_train`], [`batch_norm_forward_eval`] and
-//! [`batch_norm_backward`] compose them.
+//! [`batch_norm_backward`] compose them; in training mode, where a channel's
+//! values fit in L2, they run passes 1 and 2 (4 and 5) channel by channel
+//! instead, one read of `x` (and `dy`) from memory, with the same bits.
 
 use super::per_channel;
 use super::{check_buf, check_eps, check_param, write_param_grads, Affine, Grads};

@@ -443,6 +443,7 @@ fn for_each_channel_block<T: Float, U: Send>(
     let worth_threads = simd::worth_threads(out.len());
     let mut runs: Vec<(usize, &mut [T])> =
         out.chunks_exact_mut(inner).enumerate().map(|(k, r)| (k % channels, r)).collect();
+    // A stable sort: each channel's runs stay in `o` order.
     runs.sort_by_key(|&(c, _)| c);
     let mut runs: Vec<&mut [T]> = runs.into_iter().map(|(_, r)| r).collect();
     let cpt = simd::pipelined_rows_per_task(outer * inner);

@@ -723,7 +723,7 @@ pub(crate) fn apply<T: Float>(
                         None => {
                             let params = cm[j..].iter().zip(&cs[j..]).zip(&cb[j..]);
                             for ((o, &v), ((&m, &s), &b)) in out.iter_mut().zip(xc).zip(params) {
-                                *o = T::from_acc((v.to_acc() - m) * s + b);
+                                *o = T::from_acc(num_traits::Float::mul_add(v.to_acc() - m, s, b));
                             }
                         }
                     }

@@ -893,7 +893,7 @@ fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::C
 /// `coef = [mean, slope, k, mean_dy]`.
 #[inline(always)]
 fn grad<A: AccFloat>(v: A, g: A, [m, slope, k, md]: [A; 4]) -> A {
-    k * (g - md - (v - m) * slope)
+    k * num_traits::Float::mul_add(m - v, slope, g - md)
 }
 
 /// The training-mode input gradient, elementwise:

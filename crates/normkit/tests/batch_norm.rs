@@ -624,3 +624,49 @@ fn empty_input_whose_outer_and_inner_dims_multiply_past_usize() {
     let g = ops::batch_norm_backward(x.view(), x.view(), 1, none.view(), none.view(), None, false).unwrap();
     assert_eq!(g.dx.shape(), &[big, 0, big]);
 }
+
+#[test]
+fn training_backward_equals_its_two_passes_bit_for_bit() {
+    // `batch_norm_backward` runs NCHW layouts channel by channel (x and dy read
+    // once); `batch_norm_backward_reduce` then `batch_norm_backward_dx` always
+    // run the two passes. Both must give the same bits, with and without a
+    // weight, and with channels-last data (two passes either way).
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    for (shape, axis) in [(vec![4usize, 6, 300], 1usize), (vec![3, 5, 7, 11], 1), (vec![50, 9], 1)] {
+        let layout = ChannelLayout::of_shape(&shape, axis).unwrap();
+        let (len, c) = (numel(&shape), shape[axis]);
+        let x: Vec<f32> = random_vec(len, rng.random(), 3.0, 2.0).iter().map(|&v| v as f32).collect();
+        let dy: Vec<f32> = random_vec(len, rng.random(), 0.0, 1.0).iter().map(|&v| v as f32).collect();
+        let w: Vec<f32> = random_vec(c, rng.random(), 1.0, 0.5).iter().map(|&v| v as f32).collect();
+        let (mut y, mut mean, mut rstd) = (vec![0f32; len], vec![0f32; c], vec![0f32; c]);
+        let mut stats = vec![normkit::Moments::new(); c];
+        kernels::batch_norm_forward_train(
+            &x,
+            layout,
+            Affine::new(&w, &w),
+            1e-5,
+            &mut y,
+            &mut mean,
+            &mut rstd,
+            &mut stats,
+        )
+        .unwrap();
+        for weight in [Some(&w[..]), None] {
+            let (mut dx, mut dw, mut db) = (vec![0f32; len], vec![0f32; c], vec![0f32; c]);
+            let grads = kernels::Grads { dx: &mut dx, dweight: Some(&mut dw), dbias: Some(&mut db) };
+            kernels::batch_norm_backward(&dy, &x, layout, &mean, &rstd, weight, true, grads).unwrap();
+
+            let (mut s, mut sx) = (vec![0f64; c], vec![0f64; c]);
+            kernels::batch_norm_backward_reduce(&dy, &x, layout, &mean, &rstd, &mut s, &mut sx).unwrap();
+            let mut dx2 = vec![0f32; len];
+            let sums = Some((s.as_slice(), sx.as_slice()));
+            kernels::batch_norm_backward_dx(&dy, &x, layout, &mean, &rstd, weight, sums, &mut dx2).unwrap();
+
+            let bits = |v: &[f32]| v.iter().map(|t| t.to_bits()).collect::<Vec<_>>();
+            let narrow = |v: &[f64]| v.iter().map(|&t| t as f32).collect::<Vec<_>>();
+            assert_eq!(bits(&dx), bits(&dx2), "dx of {shape:?}, weight {}", weight.is_some());
+            assert_eq!(bits(&dw), bits(&narrow(&sx)), "dweight of {shape:?}");
+            assert_eq!(bits(&db), bits(&narrow(&s)), "dbias of {shape:?}");
+        }
+    }
+}

@@ -184,28 +184,26 @@ pub fn batch_norm_forward_train<T: Float>(
         ));
     }
     check_buf("moments", moments.len(), layout.channels)?;
-    let rstd_of_moments = |m: &Moments<T::Acc>| (m.var_biased() + eps).sqrt().recip();
+    // Channel `c`'s `[mean, rstd, scale, shift]` from its moments.
+    let params = |c: usize, m: &Moments<T::Acc>| {
+        let rstd = (m.var_biased() + eps).sqrt().recip();
+        let scale = rstd * super::param_at(affine.weight, c, T::Acc::one());
+        [m.mean(), rstd, scale, super::param_at(affine.bias, c, T::Acc::zero())]
+    };
     if !layout.is_empty() && per_channel::train_by_channel::<T>(layout) {
         // Statistics and normalization channel by channel, `x` read once.
-        let params = |c: usize, m: &Moments<T::Acc>| {
-            let rstd = rstd_of_moments(m);
-            let scale = rstd * super::param_at(affine.weight, c, T::Acc::one());
-            [m.mean(), rstd, scale, super::param_at(affine.bias, c, T::Acc::zero())]
-        };
         per_channel::train_forward_by_channel(x, layout, params, y, moments);
     } else {
         batch_norm_channel_moments(x, layout, moments)?;
-        let mean: Vec<T::Acc> = moments.iter().map(Moments::mean).collect();
-        let rstd: Vec<T::Acc> = moments.iter().map(rstd_of_moments).collect();
-        let scale = scale_of(&rstd, affine.weight);
-        let shift = shift_of(affine.bias, layout.channels);
+        let [mean, rstd, scale, shift] = columns(moments.iter().enumerate().map(|(c, m)| params(c, m)));
         if !layout.is_empty() {
             per_channel::apply(x, layout, (&mean, &scale, &shift), Some(&rstd), y);
         }
     }
-    for ((m, r), moments) in save_mean.iter_mut().zip(save_rstd.iter_mut()).zip(moments.iter()) {
-        *m = T::from_acc(moments.mean());
-        *r = T::from_acc(rstd_of_moments(moments));
+    for (c, ((m, r), moments)) in save_mean.iter_mut().zip(save_rstd.iter_mut()).zip(moments.iter()).enumerate() {
+        let [mean, rstd, ..] = params(c, moments);
+        *m = T::from_acc(mean);
+        *r = T::from_acc(rstd);
     }
     Ok(())
 }
@@ -239,6 +237,34 @@ pub fn batch_norm_forward_eval<T: Float>(
 /// Values widened to `T::Acc`.
 fn widen<T: Float>(v: &[T]) -> Vec<T::Acc> {
     v.iter().map(|v| v.to_acc()).collect()
+}
+
+/// Per-channel arrays from per-channel arrays of `N` values:
+/// `[[a_0, b_0], [a_1, b_1], ...]` -> `[[a_0, a_1, ...], [b_0, b_1, ...]]`.
+fn columns<A: Copy, const N: usize>(per_channel: impl Iterator<Item = [A; N]>) -> [Vec<A>; N] {
+    let mut out: [Vec<A>; N] = std::array::from_fn(|_| Vec::new());
+    for values in per_channel {
+        for (column, v) in out.iter_mut().zip(values) {
+            column.push(v);
+        }
+    }
+    out
+}
+
+/// Channel `c`'s coefficients `[mean, slope, k, mean_dy]` of the training
+/// `dx` (see `per_channel::train_dx`) from its sums `Σ dy` and `Σ dy·x̂`:
+/// `slope = rstd · Σ dy·x̂ / n`, `k = rstd · weight`, `mean_dy = Σ dy / n`.
+fn train_dx_coef<'a, T: Float>(
+    layout: ChannelLayout,
+    mean: &'a [T::Acc],
+    rstd: &'a [T::Acc],
+    weight: Option<&'a [T]>,
+) -> impl Fn(usize, T::Acc, T::Acc) -> [T::Acc; 4] + Sync + 'a {
+    let inv_n = T::Acc::from_count(layout.per_channel().max(1) as u64).recip();
+    move |c, s, sx| {
+        let r = rstd[c];
+        [mean[c], r * (sx * inv_n), r * super::param_at(weight, c, T::Acc::one()), s * inv_n]
+    }
 }
 
 /// `rstd_c = 1 / sqrt(var_c + eps)` in `T::Acc`.
@@ -383,16 +409,15 @@ pub fn batch_norm_backward_dx<T: Float>(
     }
     let zero = T::Acc::zero();
     let (mean, rstd) = (widen(mean), widen(rstd));
-    let k = scale_of(&rstd, weight);
     match training_sums {
         Some((s, sx)) => {
-            let inv_n = T::Acc::from_count(layout.per_channel().max(1) as u64).recip();
-            let mean_dy: Vec<T::Acc> = s.iter().map(|&v| v * inv_n).collect();
-            let slope: Vec<T::Acc> = sx.iter().zip(&rstd).map(|(&v, &r)| r * (v * inv_n)).collect();
+            let coef = train_dx_coef::<T>(layout, &mean, &rstd, weight);
+            let [mean, slope, k, mean_dy] = columns((0..layout.channels).map(|c| coef(c, s[c], sx[c])));
             per_channel::train_dx(dy, x, layout, [&mean, &slope, &k, &mean_dy], dx);
         }
         // dx = (dy - 0) · k_c + 0 = k_c · dy.
         None => {
+            let k = scale_of(&rstd, weight);
             per_channel::apply(dy, layout, (&vec![zero; layout.channels], &k, &vec![zero; layout.channels]), None, dx)
         }
     }
@@ -443,11 +468,7 @@ pub fn batch_norm_backward<T: Float>(
         // Both passes channel by channel, `x` and `dy` read from memory once:
         // the same bits as the two passes below.
         let (mean, rstd) = (widen(mean), widen(rstd));
-        let inv_n = T::Acc::from_count(layout.per_channel() as u64).recip();
-        let coef = |c: usize, s: T::Acc, sx: T::Acc| {
-            let r = rstd[c];
-            [mean[c], r * (sx * inv_n), r * super::param_at(weight, c, T::Acc::one()), s * inv_n]
-        };
+        let coef = train_dx_coef::<T>(layout, &mean, &rstd, weight);
         let mean_rstd = |c: usize| (mean[c], rstd[c]);
         per_channel::train_backward_by_channel(dy, x, layout, mean_rstd, coef, grads.dx, &mut sum_dy, &mut sum_dy_xhat);
     } else if training {

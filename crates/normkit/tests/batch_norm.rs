@@ -670,3 +670,18 @@ fn training_backward_equals_its_two_passes_bit_for_bit() {
         }
     }
 }
+
+#[test]
+fn training_forward_refuses_a_moments_buffer_of_the_wrong_length() {
+    // NCHW runs of 300 values: the channel-by-channel path, which checks the
+    // buffer before it writes anything.
+    let layout = ChannelLayout::of_shape(&[2, 3, 300], 1).unwrap();
+    let x = vec![1f32; 1800];
+    let (mut y, mut m, mut r) = (vec![0f32; 1800], vec![0f32; 3], vec![0f32; 3]);
+    let mut stats = vec![normkit::Moments::new(); 2];
+    let none = Affine { weight: None, bias: None };
+    let err = kernels::batch_norm_forward_train(&x, layout, none, 1e-5, &mut y, &mut m, &mut r, &mut stats);
+    let msg = err.unwrap_err().to_string();
+    assert!(msg.contains("moments"), "{msg}");
+    assert!(y.iter().all(|&v| v == 0.0), "nothing written on error");
+}

@@ -361,9 +361,9 @@ fn four_rows<T>(quad: &[T], cols: usize) -> (&[T], &[T], &[T], &[T]) {
 /// normalization (1 MiB on the Zen 4 of the README, 2 MiB on the Xeons).
 const CHANNEL_IN_CACHE_BYTES: usize = 512 << 10;
 
-/// Whether the training forward goes channel by channel
-/// ([`train_forward_by_channel`]): the runs layout, with each channel's
-/// values in L2.
+/// Whether the training passes go channel by channel
+/// ([`train_forward_by_channel`], [`train_backward_by_channel`]): the runs
+/// layout, with each channel's values in L2.
 pub(crate) fn train_by_channel<T>(layout: ChannelLayout) -> bool {
     use_runs(layout) && layout.per_channel().saturating_mul(std::mem::size_of::<T>()) <= CHANNEL_IN_CACHE_BYTES
 }

@@ -61,7 +61,8 @@ fn passing_failing_error_and_unsupported_cases() {
         &dir,
         "f_unsupported.json",
         &format!(
-            r#"{{"name": "mine/unknown", "op": "frobnicate", "attrs": {{}}, "inputs": {{ {X} }}, "expected": {{}}}}"#
+            r#"{{"name": "mine/unknown", "op": "frobnicate", "attrs": {{}}, "inputs": {{ {X} }},
+                "expected": {{"y": {{"dtype": "f64", "shape": [1], "data": [0]}}}}}}"#
         ),
     );
     write(&dir, "g_broken.json", "{ not json");
@@ -90,6 +91,74 @@ fn passing_failing_error_and_unsupported_cases() {
     let (code, out) = normkit(&["conformance", "--op", "rms_norm", dir.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(out.contains("1 passed, 2 failed"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Cases that break the format are failures with a message that says how,
+/// never silently passed or run with a part left out.
+#[test]
+fn malformed_cases_fail_with_the_reason() {
+    let dir = temp_dir("malformed");
+    let y = r#""y": {"dtype": "f64", "shape": [2, 2], "data": [-1.0, 1.0, "nan", "nan"]}"#;
+    let tol = r#""tolerance": {"rtol": 1e-12, "atol": 1e-12}"#;
+    let ln = r#""op": "layer_norm", "attrs": {"normalized_shape": [2], "eps": 0.0}"#;
+    let case = |name: &str, inputs: &str, rest: &str| {
+        format!(r#"{{"name": "{name}", {ln}, "inputs": {{ {inputs} }}, {rest}}}"#)
+    };
+    let w32 = r#""weight": {"dtype": "f32", "shape": [2], "data": [1, 1]}"#;
+    let w64_typo = r#""wieght": {"dtype": "f64", "shape": [2], "data": [1, 1]}"#;
+    let bool_x = r#""x": {"dtype": "f64", "shape": [2, 2], "data": [1.0, 3.0, true, 2.0]}"#;
+    write(&dir, "a.json", &case("mine/mixed", &format!("{X}, {w32}"), &format!(r#""expected": {{ {y} }}, {tol}"#)));
+    write(&dir, "b.json", &case("mine/typo", &format!("{X}, {w64_typo}"), &format!(r#""expected": {{ {y} }}, {tol}"#)));
+    write(&dir, "c.json", &case("mine/bool", bool_x, &format!(r#""expected": {{ {y} }}, {tol}"#)));
+    write(&dir, "d.json", &case("mine/empty", X, &format!(r#""expected": {{}}, {tol}"#)));
+    let y_off = r#""y": {"dtype": "f64", "shape": [2, 2], "data": [-1.0, 1.0000001, "nan", "nan"]}"#;
+    write(&dir, "e.json", &case("mine/exact", X, &format!(r#""expected": {{ {y_off} }}"#)));
+    // A link back to the directory itself: walked once, not until the path is too long.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&dir, dir.join("loop")).unwrap();
+
+    let (code, out) = normkit(&["conformance", dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(out.lines().last(), Some("0 passed, 5 failed"), "{out}");
+    assert!(
+        out.contains("a.json: all tensors of a case must share one dtype: inputs.weight is f32, inputs.x is f64"),
+        "{out}"
+    );
+    assert!(out.contains("FAIL mine/typo: bad case: layer_norm takes no input \"wieght\""), "{out}");
+    assert!(out.contains("c.json: inputs.x: true is not a number"), "{out}");
+    assert!(out.contains("d.json: \"expected\" holds no tensors"), "{out}");
+    assert!(
+        out.contains("FAIL mine/exact: y[1]: got 1e0, want 1.0000001e0 (the case gives no tolerance: exact match)"),
+        "{out}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// In eval mode the running statistics are left as given, and a case may
+/// expect them (with `num_batches_tracked`) among the outputs.
+#[test]
+fn eval_batch_norm_reports_its_running_statistics_unchanged() {
+    let dir = temp_dir("bn-eval");
+    let t = |shape: &str, data: &str| format!(r#"{{"dtype": "f64", "shape": {shape}, "data": {data}}}"#);
+    let (rm, rv, nbt) = (t("[2]", "[0.5, -1.0]"), t("[2]", "[4.0, 0.25]"), t("[]", "[7]"));
+    let x = t("[2, 2]", "[2.5, 0.0, -1.5, -2.0]");
+    // y = (x - running_mean) / sqrt(running_var) with eps 0.
+    let y = t("[2, 2]", "[1.0, 2.0, -1.0, -2.0]");
+    let case = |name: &str, expected_rm: &str| {
+        format!(
+            r#"{{"name": "{name}", "op": "batch_norm", "attrs": {{"training": false, "momentum": 0.1, "eps": 0.0}},
+                "inputs": {{"x": {x}, "running_mean": {rm}, "running_var": {rv}, "num_batches_tracked": {nbt}}},
+                "expected": {{"y": {y}, "running_mean": {expected_rm}, "running_var": {rv}, "num_batches_tracked": {nbt}}},
+                "tolerance": {{"rtol": 1e-15, "atol": 0}}}}"#
+        )
+    };
+    write(&dir, "a.json", &case("mine/bn_eval", &rm));
+    write(&dir, "b.json", &case("mine/bn_eval_changed", &t("[2]", "[0.5, -1.5]")));
+    let (code, out) = normkit(&["conformance", dir.to_str().unwrap()]);
+    assert_eq!(out.lines().last(), Some("1 passed, 1 failed"), "{out}");
+    assert!(out.contains("FAIL mine/bn_eval_changed: running_mean[1]: got -1e0, want -1.5e0"), "{out}");
+    assert_eq!(code, 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -13,6 +13,16 @@ pub enum Dtype {
     F64,
 }
 
+impl Dtype {
+    /// The name the format uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+        }
+    }
+}
+
 /// A tensor read from a case. Values are kept as `f64`; an `f32` tensor's values
 /// are parsed as `f32` first, so each is exactly the `f32` the file denotes.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,6 +63,8 @@ pub struct Case {
     pub atol: f64,
     /// Relative tolerance.
     pub rtol: f64,
+    /// Whether the file gave a `tolerance` (without one, values must match exactly).
+    pub tolerance_given: bool,
 }
 
 /// The family and name of a case's operation.
@@ -141,20 +153,50 @@ fn parse_case(v: &Value, path: &Path) -> Result<Case, String> {
         (None, Some(ex)) => Expected::Tensors(parse_expected(ex)?),
         (None, None) => return Err("a case needs \"expected\" or \"error\"".into()),
     };
-    let tol = obj.get("tolerance").and_then(Value::as_object);
-    let tol_of = |k: &str| tol.and_then(|t| t.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
-    let dtype = inputs
-        .values()
-        .chain(grad_output.iter())
-        .map(|t| t.dtype)
-        .next()
-        .ok_or("a case needs at least one input tensor")?;
-    Ok(Case { name, kind, dtype, attrs, inputs, grad_output, expected, atol: tol_of("atol"), rtol: tol_of("rtol") })
+    let tol = match obj.get("tolerance") {
+        None => None,
+        Some(t) => Some(t.as_object().ok_or("\"tolerance\" must be an object")?),
+    };
+    let tol_of = |k: &str| match tol.and_then(|t| t.get(k)) {
+        None => Ok(0.0),
+        Some(v) => v.as_f64().filter(|t| *t >= 0.0).ok_or(format!("tolerance.{k} must be a number >= 0")),
+    };
+    let (atol, rtol) = (tol_of("atol")?, tol_of("rtol")?);
+    let dtype = common_dtype(&inputs, grad_output.as_ref(), &expected)?;
+    Ok(Case { name, kind, dtype, attrs, inputs, grad_output, expected, atol, rtol, tolerance_given: tol.is_some() })
+}
+
+/// The one dtype that every tensor of a case has (the format says they share
+/// one), or an error naming the first tensor that differs.
+fn common_dtype(
+    inputs: &BTreeMap<String, CaseTensor>,
+    grad_output: Option<&CaseTensor>,
+    expected: &Expected,
+) -> Result<Dtype, String> {
+    let named_inputs = inputs.iter().map(|(k, t)| (format!("inputs.{k}"), t));
+    let grad = grad_output.map(|t| ("grad_output".to_owned(), t));
+    let outputs: Vec<(String, &CaseTensor)> = match expected {
+        Expected::Tensors(want) => want.iter().map(|(k, t)| (format!("expected.{k}"), t)).collect(),
+        Expected::Error(_) => Vec::new(),
+    };
+    let mut all = named_inputs.chain(grad).chain(outputs);
+    let (first_name, first) = all.next().ok_or("a case needs at least one input tensor")?;
+    match all.find(|(_, t)| t.dtype != first.dtype) {
+        Some((name, t)) => Err(format!(
+            "all tensors of a case must share one dtype: {first_name} is {}, {name} is {}",
+            first.dtype.name(),
+            t.dtype.name()
+        )),
+        None => Ok(first.dtype),
+    }
 }
 
 fn parse_expected(ex: &Value) -> Result<BTreeMap<String, CaseTensor>, String> {
     let obj = ex.as_object().ok_or("\"expected\" must be an object")?;
     let mut out = BTreeMap::new();
+    if obj.is_empty() {
+        return Err("\"expected\" holds no tensors: nothing would be checked".into());
+    }
     for (k, v) in obj {
         if k == "fitted" {
             for (fk, fv) in v.as_object().ok_or("\"fitted\" must be an object")? {
@@ -205,7 +247,6 @@ fn parse_value(v: &Value, dtype: Dtype) -> Result<f64, String> {
     let text = match v {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
-        Value::Bool(b) => return Ok(f64::from(u8::from(*b))),
         other => return Err(format!("{other} is not a number")),
     };
     let parsed = match text.as_str() {

@@ -15,6 +15,7 @@ mod scale;
 
 use case::{Case, CaseKind, Expected};
 use produced::{Produced, RunError};
+use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -38,26 +39,33 @@ pub struct CaseResult {
 
 /// Every `*.json` file under the given paths (files are taken as they are,
 /// directories walked recursively), sorted, or an error naming an unreadable path.
+/// Each directory is walked once, however many links lead to it, so a link
+/// loop ends.
 pub fn collect_case_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut files = Vec::new();
+    let (mut files, mut seen_dirs) = (Vec::new(), HashSet::new());
     for p in paths {
-        walk(p, &mut files)?;
+        walk(p, &mut files, &mut seen_dirs)?;
     }
     files.sort();
+    files.dedup();
     Ok(files)
 }
 
-fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+fn walk(p: &Path, out: &mut Vec<PathBuf>, seen_dirs: &mut HashSet<PathBuf>) -> Result<(), String> {
     let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
     if meta.is_file() {
         out.push(p.to_path_buf());
+        return Ok(());
+    }
+    let real = std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if !seen_dirs.insert(real) {
         return Ok(());
     }
     let entries = std::fs::read_dir(p).map_err(|e| format!("{}: {e}", p.display()))?;
     for entry in entries {
         let path = entry.map_err(|e| format!("{}: {e}", p.display()))?.path();
         if path.is_dir() {
-            walk(&path, out)?;
+            walk(&path, out, seen_dirs)?;
         } else if path.extension().is_some_and(|e| e == "json") {
             out.push(path);
         }
@@ -121,7 +129,8 @@ fn compare_all(case: &Case, want: &std::collections::BTreeMap<String, case::Case
             return Verdict::Fail(format!("{name}: shape {shape:?}, expected {:?}", w.shape));
         }
         if let Some(m) = compare::worst_mismatch(values, &w.data, case.atol, case.rtol) {
-            return Verdict::Fail(format!("{name}[{}]: got {:e}, want {:e}", m.index, m.got, m.want));
+            let exact = if case.tolerance_given { "" } else { " (the case gives no tolerance: exact match)" };
+            return Verdict::Fail(format!("{name}[{}]: got {:e}, want {:e}{exact}", m.index, m.got, m.want));
         }
     }
     Verdict::Pass

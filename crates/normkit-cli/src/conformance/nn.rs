@@ -13,8 +13,26 @@ pub fn run(case: &Case) -> Result<Produced, RunError> {
     }
 }
 
+/// The inputs each op takes (the format's table); any other name is a bad case
+/// (a misspelt `weight` would otherwise be silently left out).
+fn known_inputs(op: &str) -> Option<&'static [&'static str]> {
+    Some(match op {
+        "layer_norm" | "group_norm" | "instance_norm" => &["x", "weight", "bias"],
+        "rms_norm" => &["x", "weight"],
+        "batch_norm" => &["x", "weight", "bias", "running_mean", "running_var", "num_batches_tracked"],
+        "lp_normalize" | "mean_variance_normalization" => &["x"],
+        _ => return None,
+    })
+}
+
 fn run_typed<T: Float>(case: &Case) -> Result<Produced, RunError> {
-    match super::case_op(case) {
+    let op = super::case_op(case);
+    if let Some(known) = known_inputs(op) {
+        if let Some(name) = case.inputs.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(RunError::BadCase(format!("{op} takes no input {name:?} (it takes {})", known.join(", "))));
+        }
+    }
+    match op {
         "layer_norm" => layer_norm::<T>(case),
         "rms_norm" => rms_norm::<T>(case),
         "batch_norm" => batch_norm::<T>(case),
@@ -85,12 +103,19 @@ fn batch_norm<T: Float>(c: &Case) -> Result<Produced, RunError> {
     let mut p = Produced::default();
     let dy = grad_output::<T>(c)?;
     if let (false, Some((rm, rv))) = (training, running.as_ref()) {
-        // Eval with running statistics: fixed statistics, left unchanged.
+        // Eval with running statistics: fixed statistics, left unchanged (the
+        // ops borrow them immutably), so the statistics after the call are
+        // the ones given.
         p.put("y", &ops::batch_norm_eval(x.view(), axis, rm.view(), rv.view(), wv, bv, eps)?);
         if let Some(dy) = dy {
             let g =
                 ops::batch_norm_eval_backward(dy.view(), x.view(), axis, rm.view(), rv.view(), wv, b.is_some(), eps)?;
             put_grads(&mut p, &g);
+        }
+        p.put("running_mean", rm);
+        p.put("running_var", rv);
+        if let Some(nbt) = optional::<T>(c, "num_batches_tracked")? {
+            p.put("num_batches_tracked", &nbt);
         }
         return Ok(p);
     }
@@ -262,7 +287,8 @@ fn lp_normalize<T: Float>(c: &Case) -> Result<Produced, RunError> {
     let order = match p_attr {
         1.0 => 1,
         2.0 => 2,
-        v => return Err(RunError::Unsupported(format!("lp_normalize with p = {v}"))),
+        // ONNX's LpNormalization, like normkit, takes p = 1 or 2 only.
+        v => return Err(RunError::Refused(format!("lp_normalize takes p = 1 or 2, not {v}"))),
     };
     let axis = attr_axis(c, "axis")?.unwrap_or(-1);
     let eps = attr_f64(c, "eps")?.unwrap_or(1e-12);

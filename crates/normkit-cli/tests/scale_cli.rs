@@ -401,3 +401,118 @@ fn approx_robust_fit_is_within_the_rank_bound_of_the_exact_fit() {
         );
     }
 }
+
+/// Found by an outside review (2026-12-03): each of these once exited 0 with
+/// an input, output or parameters file overwritten or silently wrong.
+#[test]
+fn clashing_paths_and_duplicate_names_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    write(dir, "d.csv", DATA);
+    // --params the input, or the output: refused before anything is written.
+    assert_refused(dir, &["fit", "d.csv", "--scaler", "standard", "--params", "d.csv"], &["d.csv", "input"]);
+    assert_refused(
+        dir,
+        &["fit-transform", "d.csv", "-o", "o.csv", "--scaler", "standard", "--params", "./o.csv"],
+        &["o.csv", "output"],
+    );
+    let o = normkit(dir, &["fit", "d.csv", "--scaler", "standard", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_refused(dir, &["transform", "d.csv", "-o", "p.json", "--params", "p.json"], &["p.json", "output"]);
+    assert_eq!(std::fs::read_to_string(dir.join("d.csv")).unwrap(), DATA);
+    // Two columns named "a": parameters are matched by name, so refused.
+    write(dir, "dup.csv", "a,a,b\n1,10,5\n2,20,6\n3,30,7\n");
+    for args in [
+        &["fit-transform", "dup.csv", "-o", "o.csv", "--scaler", "minmax"][..],
+        &["fit", "dup.csv", "--scaler", "minmax", "--params", "q.json"],
+        &["fit-transform", "dup.csv", "-o", "o.csv", "--scaler", "minmax", "--columns", "a"],
+    ] {
+        assert_refused(dir, args, &["dup.csv", "2 columns are named \"a\""]);
+    }
+    // Only "b" is scaled: the two columns named "a" pass through untouched.
+    let o = normkit(dir, &["fit-transform", "dup.csv", "-o", "o.csv", "--scaler", "minmax", "--columns", "b"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(dir.join("o.csv")).unwrap(), "a,a,b\n1,10,0.0\n2,20,0.5\n3,30,1.0\n");
+    // A mean that overflows f64 is refused, not written as null with NaN output.
+    write(dir, "huge.csv", "a,b\n1e308,1\n-1e308,2\n1.5e308,3\n");
+    assert_refused(
+        dir,
+        &["fit-transform", "huge.csv", "-o", "o2.csv", "--scaler", "standard"],
+        &["\"a\"", "overflows"],
+    );
+}
+
+/// An infinite fitted attribute (scikit-learn allows `quantile_range=(50, 50)`
+/// with `unit_variance`: `scale_` = inf) is saved as "inf" and read back, so
+/// fit then transform gives what fit-transform gives.
+#[test]
+fn infinite_attributes_survive_the_params_file() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    write(dir, "d.csv", "a,b\n1,4\n2,5\n7,9\n");
+    let robust = ["--scaler", "robust", "--quantile-range", "50,50", "--unit-variance", "true"];
+    let o = normkit(dir, &[&["fit-transform", "d.csv", "-o", "ft.csv", "--params", "p.json"][..], &robust].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let params = std::fs::read_to_string(dir.join("p.json")).unwrap();
+    assert!(params.contains("\"inf\""), "{params}");
+    let o = normkit(dir, &["transform", "d.csv", "-o", "t.csv", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ft, t) =
+        (std::fs::read_to_string(dir.join("ft.csv")).unwrap(), std::fs::read_to_string(dir.join("t.csv")).unwrap());
+    assert_eq!(ft, t);
+    assert!(!t.contains("NaN") && !t.contains("nan"), "{t}");
+}
+
+/// Outputs get the mode `File::create` gives (not 0600), and a replaced file
+/// keeps its own.
+#[cfg(unix)]
+#[test]
+fn outputs_get_the_usual_file_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    write(dir, "d.csv", DATA);
+    let mode = |name: &str| std::fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777;
+    std::fs::File::create(dir.join("probe")).unwrap();
+    let o = normkit(dir, &["fit-transform", "d.csv", "-o", "o.csv", "--scaler", "maxabs", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!((mode("o.csv"), mode("p.json")), (mode("probe"), mode("probe")));
+    std::fs::set_permissions(dir.join("o.csv"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let o = normkit(dir, &["transform", "d.csv", "-o", "o.csv", "--params", "p.json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(mode("o.csv"), 0o640);
+}
+
+/// Ctrl-C while the output is being written: exit status 130 and no
+/// temporary file left (a killed process runs no destructors; see
+/// `normkit_cli::signals`).
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_leaves_no_temporary_file() {
+    use std::time::{Duration, Instant};
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut big = String::from("a,b\n");
+    for i in 0..1_500_000u64 {
+        big.push_str(&format!("{i},{}\n", i % 977));
+    }
+    write(dir, "big.csv", &big);
+    let is_tmp = |n: &String| n.starts_with(".normkit-scale-");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_normkit"))
+        .current_dir(dir)
+        .args(["scale", "fit-transform", "big.csv", "-o", "o.csv", "--scaler", "standard", "-q"])
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    // Wait for the temporary output to appear (after the fit's pass).
+    while !listing(dir).iter().any(is_tmp) {
+        assert!(child.try_wait().unwrap().is_none(), "finished before its output was seen: make big.csv bigger");
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(listing(dir), vec!["big.csv".to_owned()]);
+}

@@ -49,6 +49,15 @@ pub enum ScaleError {
         value: f64,
     },
 
+    /// A column's statistics overflow `f64`: values within a factor of about
+    /// two of its largest finite value (1.8e308) whose differences overflow.
+    /// The file readers turn it into [`ScaleError::Format`] naming the column.
+    #[error("column {column} (0-based index among the scaled columns): {OVERFLOW_REASON}")]
+    Overflow {
+        /// The 0-based index of the column among the scaled ones.
+        column: usize,
+    },
+
     /// A CSV row with a different number of fields from the header.
     #[error("{file}: line {line}: {reason}")]
     Ragged {
@@ -119,6 +128,10 @@ pub enum ScaleError {
         reason: String,
     },
 }
+
+/// What [`ScaleError::Overflow`] says of the column.
+pub const OVERFLOW_REASON: &str =
+    "its mean overflows f64 (values near ±1.8e308); divide the column by a power of ten first";
 
 /// `Result` with [`ScaleError`].
 pub type Result<T, E = ScaleError> = std::result::Result<T, E>;

@@ -41,7 +41,7 @@ impl SamplesSeen {
 
 /// The fitted attributes of a scaler, each present exactly when scikit-learn sets
 /// it (not `None`). Missing statistics (a column with no value) are NaN, written
-/// as `null` in JSON.
+/// as `null` in JSON; infinite ones (a variance that overflows) as `"inf"`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attributes {
     /// Per-column mean (standard).
@@ -153,6 +153,14 @@ impl Fitted {
         match *spec {
             ScalerSpec::Standard { with_mean, with_std } => {
                 let counts: Vec<u64> = state.columns.iter().map(|c| c.moments.count()).collect();
+                // Finite values always have a finite mean, but the differences
+                // the statistics are summed from overflow near ±f64::MAX (where
+                // scikit-learn's plain sum may or may not): refused, not NaN.
+                if let Some(j) =
+                    state.columns.iter().position(|c| c.moments.count() > 0 && !c.moments.mean().is_finite())
+                {
+                    return Err(ScaleError::Overflow { column: j });
+                }
                 if with_mean || with_std {
                     a.mean_ = Some(state.columns.iter().map(|c| c.moments.mean()).collect());
                 }
@@ -395,19 +403,48 @@ fn normalize_rows(columns: &mut [Vec<f64>], norm: Norm) {
     }
 }
 
-/// nan_null: `Option<Vec<f64>>` with NaN written as JSON `null` and read back.
+/// nan_null: `Option<Vec<f64>>` with NaN written as JSON `null`, and the
+/// infinities (which JSON numbers cannot hold) as the strings `"inf"` and
+/// `"-inf"` (Python's `float()` reads them); read back the same way.
 mod nan_null {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{de::Error, Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
 
-    pub fn serialize<S: Serializer>(v: &Option<Vec<f64>>, s: S) -> Result<S::Ok, S::Error> {
-        let mapped: Option<Vec<Option<f64>>> =
-            v.as_ref().map(|v| v.iter().map(|&x| if x.is_nan() { None } else { Some(x) }).collect());
-        mapped.serialize(s)
+    /// One value as written.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(f64),
+        Text(&'static str),
+        Null(()),
     }
 
+    pub fn serialize<S: Serializer>(v: &Option<Vec<f64>>, s: S) -> Result<S::Ok, S::Error> {
+        let written = |x: f64| match x {
+            x if x.is_nan() => Written::Null(()),
+            f64::INFINITY => Written::Text("inf"),
+            f64::NEG_INFINITY => Written::Text("-inf"),
+            x => Written::Number(x),
+        };
+        v.as_ref().map(|v| v.iter().map(|&x| written(x)).collect::<Vec<_>>()).serialize(s)
+    }
+
+    /// Through `serde_json::Value`: an untagged enum would not read numbers
+    /// when serde_json keeps them in arbitrary precision.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<f64>>, D::Error> {
-        let v: Option<Vec<Option<f64>>> = Option::deserialize(d)?;
-        Ok(v.map(|v| v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect()))
+        let v: Option<Vec<Value>> = Option::deserialize(d)?;
+        let read = |w: Value| match &w {
+            Value::Null => Ok(f64::NAN),
+            Value::Number(n) => n.as_f64().ok_or_else(|| D::Error::custom(format!("{n} is not an f64"))),
+            Value::String(t) => match t.as_str() {
+                "inf" | "Infinity" => Ok(f64::INFINITY),
+                "-inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
+                "nan" | "NaN" => Ok(f64::NAN),
+                _ => Err(D::Error::custom(format!("{t:?} is not a number"))),
+            },
+            other => Err(D::Error::custom(format!("{other} is not a number"))),
+        };
+        v.map(|v| v.into_iter().map(read).collect()).transpose()
     }
 }
 

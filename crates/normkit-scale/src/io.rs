@@ -30,6 +30,7 @@
 //! the destination only once complete: a failed run leaves no partial file, and
 //! the input is never written.
 
+use crate::atomic::AtomicFile;
 use crate::error::{Result, ScaleError};
 use crate::fit::BatchSource;
 use crate::fitted::Fitted;
@@ -414,6 +415,9 @@ impl Table {
     pub fn select(&self, names: Option<&[String]>) -> Result<Vec<usize>> {
         let Some(names) = names else {
             let sel: Vec<usize> = (0..self.columns.len()).filter(|&j| self.columns[j].numeric).collect();
+            for &j in &sel {
+                self.check_unique_name(j)?;
+            }
             if sel.is_empty() {
                 return Err(ScaleError::Empty(format!(
                     "{}: no numeric column (the file has: {})",
@@ -448,16 +452,40 @@ impl Table {
     }
 
     /// The index of the column called `name`.
+    /// Refuses a name that more than one column has: a scaled column is
+    /// matched by name (in saved parameters too), so two would be confused.
     pub fn index_of(&self, name: &str) -> Result<usize> {
-        self.columns.iter().position(|c| c.name == name).ok_or_else(|| ScaleError::UnknownColumn {
+        let j = self.columns.iter().position(|c| c.name == name).ok_or_else(|| ScaleError::UnknownColumn {
             file: display(&self.path),
-            place: match self.format {
-                Format::Csv => "line 1 (the header)",
-                Format::Parquet => "schema",
-            },
+            place: self.header_place(),
             column: name.to_owned(),
             available: self.column_list(),
-        })
+        })?;
+        self.check_unique_name(j)?;
+        Ok(j)
+    }
+
+    /// Refuses column `j` when another column has its name.
+    fn check_unique_name(&self, j: usize) -> Result<()> {
+        let name = &self.columns[j].name;
+        let count = self.columns.iter().filter(|c| c.name == *name).count();
+        if count > 1 {
+            return Err(ScaleError::Format {
+                file: display(&self.path),
+                reason: format!(
+                    "{}: {count} columns are named {name:?}; columns are matched by name, so give each a name of its own",
+                    self.header_place()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn header_place(&self) -> &'static str {
+        match self.format {
+            Format::Csv => "line 1 (the header)",
+            Format::Parquet => "schema",
+        }
     }
 
     fn column_list(&self) -> String {
@@ -590,20 +618,12 @@ impl Table {
         out_format: Format,
     ) -> Result<()> {
         check_not_input(&self.path, output)?;
-        let dir = match output.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".normkit-scale-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(io_err(&dir))?;
+        let tmp = AtomicFile::new(output).map_err(io_err(output))?;
         let map = |cols: &mut [Vec<f64>]| match direction {
             Direction::Transform => fitted.transform(cols),
             Direction::Inverse => fitted.inverse_transform(cols),
         };
-        let file = tmp.as_file().try_clone().map_err(io_err(output))?;
+        let file = tmp.file().try_clone().map_err(io_err(output))?;
         match (self.format, out_format) {
             (Format::Csv, Format::Csv) => self.csv_to_csv(sel, &map, file, output)?,
             (Format::Parquet, Format::Parquet) => self.parquet_to_parquet(sel, &map, file, output)?,
@@ -614,8 +634,7 @@ impl Table {
                 ))
             }
         }
-        tmp.persist(output).map_err(|e| ScaleError::Io { path: output.to_path_buf(), source: e.error })?;
-        Ok(())
+        tmp.commit().map_err(io_err(output))
     }
 
     fn csv_to_csv(
@@ -753,13 +772,25 @@ fn format_rows(
     w.into_inner().map_err(|e| e.into_error().into())
 }
 
+/// Whether `a` and `b` name the same file, whether or not it exists yet (a
+/// path that does not exist is resolved through its directory).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    fn resolve(p: &Path) -> Option<PathBuf> {
+        if let Ok(real) = p.canonicalize() {
+            return Some(real);
+        }
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(dir.canonicalize().ok()?.join(p.file_name()?))
+    }
+    matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// Refuses to write over the input.
 fn check_not_input(input: &Path, output: &Path) -> Result<()> {
-    let same = match (input.canonicalize(), output.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
+    if same_file(input, output) {
         return Err(ScaleError::param(
             "output",
             format!("{} is the input file: normkit never writes over its input", output.display()),

@@ -18,7 +18,8 @@
 //!
 //! `params` holds the scaler's constructor arguments, `attributes` its fitted
 //! attributes (each present exactly when scikit-learn sets it; a statistic of a
-//! column with no value is `null`; `n_samples_seen_` is a number, or a list when
+//! column with no value is `null`, an infinite one `"inf"` or `"-inf"` (JSON
+//! has no number for it); `n_samples_seen_` is a number, or a list when
 //! the columns saw different counts). A robust fit with approximate quantiles
 //! (`--approx`) adds a key `quantiles` naming the sketch and its rank-error
 //! bound, for example `{"method": "approximate", "sketch": "kll", "k": 200,
@@ -28,6 +29,7 @@
 //! that reads back to the same `f64`. A reader refuses another `format`, a newer
 //! `version`, and attributes whose lengths differ from `n_features_in_`.
 
+use crate::atomic::AtomicFile;
 use crate::error::{Result, ScaleError};
 use crate::fitted::{Attributes, Fitted, SamplesSeen};
 use crate::io::Table;
@@ -164,16 +166,11 @@ impl ParamsFile {
     pub fn save(&self, path: &Path) -> Result<()> {
         let io = |source| ScaleError::Io { path: path.to_path_buf(), source };
         let text = serde_json::to_string_pretty(self).map_err(|e| params_err(path, e.to_string()))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new().prefix(".normkit-scale-").suffix(".tmp").tempfile_in(dir).map_err(io)?;
-        tmp.write_all(text.as_bytes()).map_err(io)?;
-        tmp.write_all(b"\n").map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        Ok(())
+        let out = AtomicFile::new(path).map_err(io)?;
+        let mut file = out.file();
+        file.write_all(text.as_bytes()).map_err(io)?;
+        file.write_all(b"\n").map_err(io)?;
+        out.commit().map_err(io)
     }
 
     /// The indices in `table` of the columns the parameters were fitted on (in

@@ -248,6 +248,8 @@ impl ScalerArgs {
 
 /// Runs the action; exit status 0 on success, 2 on any error (one line on stderr).
 pub fn run(args: &Args) -> ExitCode {
+    // Before rayon's threads start: a SIGINT mid-write removes the temporary file.
+    crate::signals::remove_temp_files_on_signal();
     match run_action(&args.action) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -315,6 +317,13 @@ fn fit_table(
     let opts = FitOptions { approx: s.approx, ..FitOptions::default() };
     let (fitted, _) = fit(&spec, &mut table.source(&sel), opts).map_err(|e| match e {
         ScaleError::Empty(m) => ScaleError::Empty(format!("{}: {m}", table.path().display())),
+        ScaleError::Overflow { column } => match sel.get(column).and_then(|&j| table.columns().get(j)) {
+            Some(c) => ScaleError::Format {
+                file: table.path().display().to_string(),
+                reason: format!("column {:?}: {}", c.name, normkit_scale::error::OVERFLOW_REASON),
+            },
+            None => ScaleError::Overflow { column },
+        },
         e => e,
     })?;
     Ok((fitted, sel))
@@ -346,7 +355,36 @@ fn load_params(table: &Table, a: &InputArgs, path: &Path) -> Result<(Fitted, Vec
     Ok((fitted, sel))
 }
 
+/// Refuses a `--params` file that is the input or the output: saving the
+/// parameters would overwrite the one, or replace the other.
+fn check_params_path(params: &Path, input: &Path, output: Option<&Path>) -> Result<(), ScaleError> {
+    let clash = if normkit_scale::io::same_file(params, input) {
+        Some("the input file")
+    } else if output.is_some_and(|o| normkit_scale::io::same_file(params, o)) {
+        Some("the output file")
+    } else {
+        None
+    };
+    match clash {
+        Some(what) => Err(ScaleError::InvalidParam {
+            name: "--params".into(),
+            reason: format!("{} is {what}: give the parameters a file of their own", params.display()),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn run_action(action: &Action) -> Result<(), ScaleError> {
+    match action {
+        Action::Fit { input, params, .. } => check_params_path(params, &input.input, None)?,
+        Action::FitTransform { input, output, params: Some(params), .. } => {
+            check_params_path(params, &input.input, Some(&output.output))?
+        }
+        Action::FitTransform { params: None, .. } => {}
+        Action::Transform { input, output, params } | Action::Inverse { input, output, params } => {
+            check_params_path(params, &input.input, Some(&output.output))?
+        }
+    }
     match action {
         Action::Fit { input, scaler, params } => {
             let (table, bar) = open_table(input)?;

@@ -260,6 +260,9 @@ fn bad_options_are_one_line_errors_with_status_2() {
     refused(&["--compare", "colour=red,blue"], "unknown option 'colour'");
     refused(&["--compare", "norm=none,banana"], "--norm 'banana': unknown value");
     refused(&["--train-size", "0"], "--train-size '0'");
+    // Refused before training, not after it.
+    refused(&["--plot", "/no/such/dir/curves.svg"], "--plot: no directory /no/such/dir");
+    refused(&["--save", "/no/such/dir/m.safetensors"], "--save: no directory /no/such/dir");
     // clap's own usage errors exit with status 2 as well.
     let out = normkit(&["--no-such-option"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

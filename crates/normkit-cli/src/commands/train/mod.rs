@@ -251,6 +251,12 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
     if args.save.is_some() && runs.len() > 1 {
         return Err(TrainError::Usage("--save: not with --compare (one model per file)".into()));
     }
+    // Before training, not after it: a file that cannot be written there.
+    for (flag, path) in [("--plot", &args.plot), ("--save", &args.save)] {
+        if let Some(dir) = path.as_deref().map(output_dir).filter(|d| !d.is_dir()) {
+            return Err(TrainError::Usage(format!("{flag}: no directory {}", dir.display())));
+        }
+    }
     let train_size = match &args.train_size {
         None => None,
         Some(s) => match s.trim().parse::<usize>() {
@@ -431,6 +437,14 @@ fn print_table(results: &[RunResult]) -> std::io::Result<()> {
         line.push_str(&format!("  {:>width$.1}", r.wall_s));
     }
     say(&line)
+}
+
+/// The directory a file at `path` goes into.
+fn output_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 /// Saves the model's variables to a safetensors file atomically (a temporary

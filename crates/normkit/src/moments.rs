@@ -180,6 +180,10 @@ impl<A: AccFloat> FromIterator<A> for Moments<A> {
 /// but rounding can when the deviations are all nearly equal (a constant block
 /// about an inexact centre): that is clamped to 0, so that a constant input
 /// has variance 0 (and `rstd = inf` with `eps = 0`), not NaN. NaN stays NaN.
+/// The correction is computed as `Σd · (Σd/k)`, which by the same inequality
+/// cannot overflow before `Σd²` does (`(Σd)²` overflowed for `f64` deviations
+/// near 1e152 while `Σd²` did not, and the clamp then made the variance 0); an
+/// overflowed correction (`-inf`) gives NaN, never a silent 0.
 ///
 /// A block that is constant (or nearly) about an inexact centre leaves a tiny
 /// positive residue instead; callers recentre such blocks on the refined mean
@@ -187,11 +191,13 @@ impl<A: AccFloat> FromIterator<A> for Moments<A> {
 /// exactly 0.
 #[inline(always)]
 pub(crate) fn corrected_m2<A: AccFloat>(dev_sq: A, dev_sum: A, k: A) -> A {
-    let m2 = dev_sq - dev_sum * dev_sum / k;
-    if m2 < A::zero() {
+    let m2 = dev_sq - dev_sum * (dev_sum / k);
+    if m2 >= A::zero() || m2.is_nan() {
+        m2
+    } else if m2.is_finite() {
         A::zero()
     } else {
-        m2
+        A::nan()
     }
 }
 

@@ -685,3 +685,39 @@ fn training_forward_refuses_a_moments_buffer_of_the_wrong_length() {
     assert!(msg.contains("moments"), "{msg}");
     assert!(y.iter().all(|&v| v == 0.0), "nothing written on error");
 }
+
+/// Found by an outside review (2026-12-03): `f64` statistics whose squared
+/// deviations lie near the top of `f64`'s range. A row alternating ±1e152
+/// (variance 1e304): the correction `(Σd)²/k` overflowed where `Σd²` did not
+/// and the variance came out 0 (`rstd = 1/sqrt(eps)`, outputs ±3e154). A
+/// constant channels-last column of 1e300: deviations about an inexact centre
+/// squared to infinity, and M2 was NaN.
+#[test]
+fn f64_statistics_near_the_top_of_the_range_are_right() {
+    let row: Vec<f64> = (0..256).map(|i| if i % 2 == 0 { 1e152 } else { -1e152 }).collect();
+    let x = Tensor::new(&[1, 256], row.clone()).unwrap();
+    let ln = normkit::ops::layer_norm(x.view(), &[256], None, None, 1e-5).unwrap();
+    assert!((ln.rstd.data()[0] * 1e152 - 1.0).abs() < 1e-12, "rstd {}", ln.rstd.data()[0]);
+    for (y, x) in ln.y.data().iter().zip(&row) {
+        assert!((y - x.signum()).abs() < 1e-12, "{y}");
+    }
+    let x3 = Tensor::new(&[1, 1, 256], row).unwrap();
+    let bn = normkit::ops::batch_norm_train(x3.view(), 1, None, None, 1e-5).unwrap();
+    assert!((bn.save_rstd.data()[0] * 1e152 - 1.0).abs() < 1e-12, "rstd {}", bn.save_rstd.data()[0]);
+
+    let bias = Tensor::new(&[1], vec![0.25]).unwrap();
+    for v in [1e300, -3e200, 7e170] {
+        let x = Tensor::new(&[97, 1], vec![v; 97]).unwrap();
+        let out = normkit::ops::batch_norm_train(x.view(), -1, None, Some(bias.view()), 1e-5).unwrap();
+        assert_eq!(out.batch_stats[0].m2(), 0.0, "constant column of {v}");
+        assert!(out.y.data().iter().all(|&y| y == 0.25), "{v}: {:?}", &out.y.data()[..3]);
+    }
+}
+
+#[test]
+fn folding_refuses_a_bad_eps() {
+    for eps in [-1.0, f64::NAN] {
+        let bn = normkit::BatchNorm::<f32>::new(2).eps(eps);
+        assert!(bn.fold_into_affine().is_err(), "eps {eps}");
+    }
+}

@@ -214,6 +214,16 @@ fn column_moments<T: Float>(x: &[T], shift: &[T::Acc], out: &mut [T::Acc]) {
                 }
                 column_deviations(sub, &centre, (&mut dsum, &mut dsq));
             }
+            // Squares that overflowed about a centre a few ulps off a huge
+            // column's mean (a constant column of 1e300: deviations of 1e284):
+            // about the first row instead, as the one-sweep path, which gives
+            // a constant column deviations of exactly 0.
+            if dsq.iter().any(|q| q.is_infinite()) {
+                for (c, &first) in centre.iter_mut().zip(&sub[..cols]) {
+                    *c = first.to_acc();
+                }
+                column_deviations(sub, &centre, (&mut dsum, &mut dsq));
+            }
         }
         // Chan's merge of (count, mean, m2) with this sub-block's (r, mb, m2b).
         let (na, n) = (T::Acc::from_count(count as u64), T::Acc::from_count((count + r) as u64));

@@ -321,11 +321,12 @@ impl<T: Float> BatchNorm<T> {
             Error::invalid("BatchNorm", "has no running statistics (track_running_stats=false): nothing to fold")
         })?;
         self.check_state()?;
+        let eps: f64 = crate::kernels::check_eps(self.eps)?;
         let c = self.num_features;
         let at = |p: &Option<Tensor<T>>, i: usize, d: f64| p.as_ref().map_or(d, |t| t.data()[i].to_f64());
         let (mut scale, mut shift) = (Vec::with_capacity(c), Vec::with_capacity(c));
         for i in 0..c {
-            let s = at(&self.weight, i, 1.0) / (rv.data()[i].to_f64() + self.eps).sqrt();
+            let s = at(&self.weight, i, 1.0) / (rv.data()[i].to_f64() + eps).sqrt();
             scale.push(T::from_f64(s));
             shift.push(T::from_f64(at(&self.bias, i, 0.0) - rm.data()[i].to_f64() * s));
         }

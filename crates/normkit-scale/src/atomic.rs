@@ -38,10 +38,7 @@ impl Drop for Listed {
 impl AtomicFile {
     /// A new, empty temporary file in `dest`'s directory.
     pub fn new(dest: &Path) -> io::Result<Self> {
-        let dir = match dest.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let dir = dir_of(dest);
         let mut builder = tempfile::Builder::new();
         builder.prefix(".normkit-scale-").suffix(".tmp");
         #[cfg(unix)]
@@ -72,6 +69,26 @@ impl AtomicFile {
         tmp.as_file().sync_all()?;
         tmp.persist(&dest).map(drop).map_err(|e| e.error)
     }
+}
+
+/// The directory a file at `path` is in (`.` for a bare file name).
+pub fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether `a` and `b` name the same file, whether or not it exists yet (a
+/// path that does not exist is resolved through its directory).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    fn resolve(p: &Path) -> Option<PathBuf> {
+        match p.canonicalize() {
+            Ok(real) => Some(real),
+            Err(_) => Some(dir_of(p).canonicalize().ok()?.join(p.file_name()?)),
+        }
+    }
+    matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn lock_pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {

@@ -30,7 +30,7 @@
 //! the destination only once complete: a failed run leaves no partial file, and
 //! the input is never written.
 
-use crate::atomic::AtomicFile;
+use crate::atomic::{same_file, AtomicFile};
 use crate::error::{Result, ScaleError};
 use crate::fit::BatchSource;
 use crate::fitted::Fitted;
@@ -770,22 +770,6 @@ fn format_rows(
         w.write_byte_record(&rec)?;
     }
     w.into_inner().map_err(|e| e.into_error().into())
-}
-
-/// Whether `a` and `b` name the same file, whether or not it exists yet (a
-/// path that does not exist is resolved through its directory).
-pub fn same_file(a: &Path, b: &Path) -> bool {
-    fn resolve(p: &Path) -> Option<PathBuf> {
-        if let Ok(real) = p.canonicalize() {
-            return Some(real);
-        }
-        let dir = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        Some(dir.canonicalize().ok()?.join(p.file_name()?))
-    }
-    matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// Refuses to write over the input.

@@ -358,9 +358,9 @@ fn load_params(table: &Table, a: &InputArgs, path: &Path) -> Result<(Fitted, Vec
 /// Refuses a `--params` file that is the input or the output: saving the
 /// parameters would overwrite the one, or replace the other.
 fn check_params_path(params: &Path, input: &Path, output: Option<&Path>) -> Result<(), ScaleError> {
-    let clash = if normkit_scale::io::same_file(params, input) {
+    let clash = if normkit_scale::atomic::same_file(params, input) {
         Some("the input file")
-    } else if output.is_some_and(|o| normkit_scale::io::same_file(params, o)) {
+    } else if output.is_some_and(|o| normkit_scale::atomic::same_file(params, o)) {
         Some("the output file")
     } else {
         None

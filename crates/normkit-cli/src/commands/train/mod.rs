@@ -253,7 +253,7 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
     }
     // Before training, not after it: a file that cannot be written there.
     for (flag, path) in [("--plot", &args.plot), ("--save", &args.save)] {
-        if let Some(dir) = path.as_deref().map(output_dir).filter(|d| !d.is_dir()) {
+        if let Some(dir) = path.as_deref().map(normkit_scale::atomic::dir_of).filter(|d| !d.is_dir()) {
             return Err(TrainError::Usage(format!("{flag}: no directory {}", dir.display())));
         }
     }
@@ -437,14 +437,6 @@ fn print_table(results: &[RunResult]) -> std::io::Result<()> {
         line.push_str(&format!("  {:>width$.1}", r.wall_s));
     }
     say(&line)
-}
-
-/// The directory a file at `path` goes into.
-fn output_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
 }
 
 /// Saves the model's variables to a safetensors file atomically (a temporary

@@ -497,7 +497,7 @@ fn an_interrupted_run_leaves_no_temporary_file() {
         big.push_str(&format!("{i},{}\n", i % 977));
     }
     write(dir, "big.csv", &big);
-    let is_tmp = |n: &String| n.starts_with(".normkit-scale-");
+    let is_tmp = |n: &String| n.starts_with(".normkit-");
     let mut child = Command::new(env!("CARGO_BIN_EXE_normkit"))
         .current_dir(dir)
         .args(["scale", "fit-transform", "big.csv", "-o", "o.csv", "--scaler", "standard", "-q"])

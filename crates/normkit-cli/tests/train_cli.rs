@@ -89,7 +89,31 @@ fn smoke_run_of_200_steps_learns_and_writes_json_plot_and_model() {
     }
     // Written atomically: no temporary file is left beside them.
     assert_eq!(files_in(&dir), ["curves.svg", "model.safetensors"]);
+    // With the modes `File::create` gives (the model's was 0600 whatever the umask).
+    if let Some(umask) = umask() {
+        for path in [&plot, &model] {
+            assert_eq!(mode_of(path), 0o666 & !umask, "{}", path.display());
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// This process's umask (Linux only), which the command inherits.
+fn umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+#[cfg(unix)]
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or_default()
+}
+
+#[cfg(not(unix))]
+fn mode_of(_: &Path) -> u32 {
+    0
 }
 
 #[test]

@@ -40,7 +40,7 @@ impl AtomicFile {
     pub fn new(dest: &Path) -> io::Result<Self> {
         let dir = dir_of(dest);
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".normkit-scale-").suffix(".tmp");
+        builder.prefix(".normkit-").suffix(".tmp");
         #[cfg(unix)]
         let new_file_mode = {
             use std::os::unix::fs::PermissionsExt;

@@ -12,6 +12,7 @@ pub mod plot;
 pub mod run;
 
 use config::Raw;
+use normkit_scale::atomic::AtomicFile;
 use run::{Eval, RunResult};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -439,31 +440,26 @@ fn print_table(results: &[RunResult]) -> std::io::Result<()> {
     say(&line)
 }
 
-/// Saves the model's variables to a safetensors file atomically (a temporary
-/// file beside it, then a rename).
+/// Saves the model's variables to a safetensors file atomically.
 fn save(model: &model::Model, path: &Path) -> Result<(), TrainError> {
-    let tmp = temp_path(path);
-    let written = model.varmap.save(&tmp).map_err(|e| TrainError::Run(format!("cannot write {}: {e}", tmp.display())));
-    commit(&tmp, path, written)
+    // Serialized here rather than by `VarMap::save`, whose temporary file
+    // (safetensors' own) keeps mode 0600 whatever the umask.
+    let vars = model.varmap.data().lock().map_err(|_| TrainError::Run("the model's variables are poisoned".into()))?;
+    let tensors = vars.iter().map(|(name, var)| (name.as_str(), var.as_tensor()));
+    let bytes = safetensors::tensor::serialize(tensors, None)
+        .map_err(|e| TrainError::Run(format!("cannot encode {}: {e}", path.display())))?;
+    drop(vars);
+    write_atomically(path, &bytes)
 }
 
-/// Finishes an atomic write: renames `tmp` to `path` when `written` is `Ok`;
-/// otherwise, or when the rename fails, removes `tmp`, so that a failed run
-/// leaves neither a half file nor a temporary one.
-pub(crate) fn commit(tmp: &Path, path: &Path, written: Result<(), TrainError>) -> Result<(), TrainError> {
-    let renamed = written.and_then(|()| {
-        std::fs::rename(tmp, path).map_err(|e| TrainError::Run(format!("cannot write {}: {e}", path.display())))
-    });
-    if renamed.is_err() {
-        let _ = std::fs::remove_file(tmp);
-    }
-    renamed
-}
-
-/// `DIR/.NAME.tmp-PID` beside `path`.
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+/// Writes `bytes` to `path` atomically (a temporary file beside it, then a
+/// rename; [`normkit_scale::atomic::AtomicFile`]): a failed run leaves neither
+/// a half file nor a temporary one, and the file gets `File::create`'s mode.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let cannot = |e: std::io::Error| TrainError::Run(format!("cannot write {}: {e}", path.display()));
+    let out = AtomicFile::new(path).map_err(cannot)?;
+    (&mut out.file()).write_all(bytes).map_err(cannot)?;
+    out.commit().map_err(cannot)
 }
 
 /// A one-line progress bar on stderr (steps done, elapsed time, time left and the

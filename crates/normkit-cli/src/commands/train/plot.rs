@@ -52,19 +52,12 @@ pub fn draw(path: &Path, runs: &[RunResult], title: &str, activation: Activation
     // Registering twice is harmless; a font that fails to parse is a build defect.
     plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
         .map_err(|_| err("bundled font is invalid"))?;
-    let tmp = super::temp_path(path);
-    let written = write(&tmp, format, runs, title, activation);
-    super::commit(&tmp, path, written)
+    let bytes = encode(format, runs, title, activation)?;
+    super::write_atomically(path, &bytes)
 }
 
-/// Renders the plot into the file `tmp`.
-fn write(
-    tmp: &Path,
-    format: Format,
-    runs: &[RunResult],
-    title: &str,
-    activation: Activation,
-) -> Result<(), TrainError> {
+/// Renders the plot into the bytes of a file in `format`.
+fn encode(format: Format, runs: &[RunResult], title: &str, activation: Activation) -> Result<Vec<u8>, TrainError> {
     match format {
         Format::Svg => {
             let mut svg = String::new();
@@ -73,7 +66,7 @@ fn write(
                 render(&root, runs, title, activation)?;
                 root.present().map_err(err)?;
             }
-            std::fs::write(tmp, svg).map_err(|e| err(format!("cannot write {}: {e}", tmp.display())))?;
+            Ok(svg.into_bytes())
         }
         Format::Png => {
             let mut rgb = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
@@ -82,10 +75,9 @@ fn write(
                 render(&root, runs, title, activation)?;
                 root.present().map_err(err)?;
             }
-            write_png(tmp, &rgb)?;
+            png_bytes(&rgb)
         }
     }
-    Ok(())
 }
 
 /// Step numbers as integers (`20000`, not `20000.0`).
@@ -93,16 +85,18 @@ fn steps_label(x: &f64) -> String {
     format!("{}", x.round() as i64)
 }
 
-fn write_png(path: &Path, rgb: &[u8]) -> Result<(), TrainError> {
-    let file = std::fs::File::create(path).map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
+/// The PNG file of an RGB image of `SIZE`.
+fn png_bytes(rgb: &[u8]) -> Result<Vec<u8>, TrainError> {
+    let mut bytes = Vec::new();
+    let mut enc = png::Encoder::new(&mut bytes, SIZE.0, SIZE.1);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     enc.set_compression(png::Compression::Best);
     enc.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
     let mut w = enc.write_header().map_err(err)?;
     w.write_image_data(rgb).map_err(err)?;
-    w.finish().map_err(err)
+    w.finish().map_err(err)?;
+    Ok(bytes)
 }
 
 fn render<DB: DrawingBackend>(

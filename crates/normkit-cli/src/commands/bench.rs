@@ -164,6 +164,17 @@ fn run_all(args: &Args) -> Result<(), BenchError> {
             return Err(BenchError::Usage(format!("unknown --dtype {d:?}: expected f32 or f64")));
         }
     }
+    if let Some(filter) = &args.op {
+        let names: Vec<&str> = [RowOp::LayerNorm, RowOp::RmsNorm]
+            .map(RowOp::name)
+            .into_iter()
+            .chain(ChanOp::NCHW.iter().chain(&ChanOp::NHWC).map(|op| op.name()))
+            .collect();
+        if !names.iter().any(|name| name.contains(filter.as_str())) {
+            let names = names.join(", ");
+            return Err(BenchError::Usage(format!("--op {filter:?} matches no op (ops: {names})")));
+        }
+    }
     let peers = match &args.compare {
         Some(path) => Some(read_peers(path)?),
         None => None,

@@ -324,6 +324,7 @@ def main():
     ap.add_argument("--llc-mib", type=int, default=None, help="last-level cache size (default: from /sys)")
     ap.add_argument("--op", default=None, help="only ops whose name contains this (e.g. group)")
     args = ap.parse_args()
+    thread_counts, dtypes = parse_options(ap, args)
     llc = (args.llc_mib << 20) if args.llc_mib else last_level_cache()
     budget = (5, 0.1) if args.quick else (15, 0.4)
     peers = [("onnxruntime", bench_ort)]
@@ -338,10 +339,10 @@ def main():
     import onnxruntime
 
     rows_out = []
-    for threads in [int(t) for t in args.threads.split(",")]:
+    for threads in thread_counts:
         copy_gbps = copy_bandwidth(threads)
         print(f"threads {threads}: copy_gbps {copy_gbps:.1f}", file=sys.stderr)
-        for dname in args.dtype.split(","):
+        for dname in dtypes:
             dtype = {"f32": np.float32, "f64": np.float64}[dname]
 
             def record(op, pas, variant, shape, median, nbytes, name):
@@ -386,10 +387,39 @@ def main():
                         except Exception as e:  # a peer lacking an op is reported, not fatal
                             print(f"peers.py: {name} {op} {dname} {list(shape)}: {e}", file=sys.stderr)
     tmp = args.out + ".tmp"
-    with open(tmp, "w") as f:
-        for row in rows_out:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, args.out)
+    try:
+        with open(tmp, "w") as f:
+            for row in rows_out:
+                f.write(json.dumps(row) + "\n")
+        os.replace(tmp, args.out)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        sys.exit(f"peers.py: cannot write {args.out}: {e.strerror}")
+
+
+ALL_OPS = ["layer_norm", "rms_norm"] + CHAN_OPS
+
+
+def parse_options(ap, args):
+    """The thread counts and dtypes asked for; bad options end the run (status
+    2, through argparse) before anything is measured."""
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+    except ValueError:
+        ap.error(f"--threads {args.threads!r}: expected positive integers, e.g. 1,2")
+    if any(t < 1 for t in thread_counts):
+        ap.error("--threads must be at least 1")
+    dtypes = args.dtype.split(",")
+    for d in dtypes:
+        if d not in ("f32", "f64"):
+            ap.error(f"unknown --dtype {d!r}: expected f32 or f64")
+    if args.op and not any(args.op in op for op in ALL_OPS):
+        ap.error(f"--op {args.op!r} matches no op (ops: {', '.join(ALL_OPS)})")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        ap.error(f"--out {args.out}: no directory {out_dir}")
+    return thread_counts, dtypes
 
 
 if __name__ == "__main__":

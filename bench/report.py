@@ -43,8 +43,22 @@ def fraction_bar(op, pas):
 
 
 def load(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The JSON lines of `path`; a file that cannot be read or parsed ends the
+    run with a message naming it (and the line)."""
+    try:
+        with open(path) as f:
+            lines = list(f)
+    except OSError as e:
+        sys.exit(f"report.py: cannot read {path}: {e.strerror}")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            sys.exit(f"report.py: {path}:{i}: not a JSON line ({e.msg})")
+    return rows
 
 
 def key(r):
@@ -52,6 +66,8 @@ def key(r):
 
 
 def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: report.py OURS.json [PEERS.json]")
     ours = [r for r in load(sys.argv[1]) if "sweep" not in r]
     peers = {}
     for r in load(sys.argv[2]) if len(sys.argv) > 2 else []:

@@ -180,6 +180,20 @@ impl BatchNorm {
         self.weight_and_bias.as_ref().map(|(w, b)| (w, b))
     }
 
+    /// Checks that `x` has this module's channels on axis 1 and its statistics'
+    /// dtype; returns the number of channels.
+    fn check_input(&self, x: &Tensor) -> Result<usize> {
+        let c = self.running_mean.dims().first().copied().unwrap_or(0);
+        if x.rank() < 2 || x.dims()[1] != c {
+            bail!("normkit batch_norm: input of shape {:?} does not have {c} channels on axis 1", x.dims())
+        }
+        let dtype = self.running_mean.dtype();
+        if x.dtype() != dtype {
+            bail!("normkit batch_norm: input has dtype {:?} but the module's statistics are {dtype:?}", x.dtype())
+        }
+        Ok(c)
+    }
+
     fn params(&self) -> (Option<&Tensor>, Option<&Tensor>) {
         match &self.weight_and_bias {
             Some((w, b)) => (Some(w), Some(b)),
@@ -192,10 +206,7 @@ impl BatchNorm {
     /// unbiased variance is undefined), as PyTorch does.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
         let (w, b) = self.params();
-        let c = self.running_mean.dims().first().copied().unwrap_or(0);
-        if x.rank() < 2 || x.dims()[1] != c {
-            bail!("normkit batch_norm: input of shape {:?} does not have {c} channels on axis 1", x.dims())
-        }
+        let c = self.check_input(x)?;
         if x.elem_count() / c.max(1) < 2 {
             bail!("normkit batch_norm: training needs more than 1 value per channel, got input shape {:?}", x.dims())
         }
@@ -211,6 +222,7 @@ impl BatchNorm {
 
     /// Evaluation-mode forward: normalizes with the running statistics.
     pub fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
         let (w, b) = self.params();
         let (rm, rv) = (self.running_mean.as_detached_tensor(), self.running_var.as_detached_tensor());
         ops::batch_norm_eval(x, &rm, &rv, w, b, self.eps)

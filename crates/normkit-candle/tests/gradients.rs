@@ -126,6 +126,11 @@ fn bn_eval(ts: &[Tensor]) -> Result<Tensor> {
     let (rm, rv) = running_stats(c, ts[0].dtype())?;
     ops::batch_norm_eval(&ts[0], &rm, &rv, Some(&ts[1]), Some(&ts[2]), 1e-5)
 }
+fn bn_eval_composed(ts: &[Tensor]) -> Result<Tensor> {
+    let c = ts[0].dims()[1];
+    let (rm, rv) = running_stats(c, ts[0].dtype())?;
+    ops::batch_norm_eval_composed(&ts[0], &rm, &rv, Some(&ts[1]), Some(&ts[2]), 1e-5)
+}
 /// Eval-mode BatchNorm written from the formula `(x - rm) / sqrt(rv + eps) · w + b`.
 fn bn_eval_reference(ts: &[Tensor]) -> Result<Tensor> {
     let (x, w, b) = (&ts[0], &ts[1], &ts[2]);
@@ -221,6 +226,12 @@ fn composed_fallbacks_match_finite_differences() -> Result<()> {
     let b = randn(&mut rng, &[4], 1.0, 0.0)?;
     check_finite_differences("batch_norm_train_composed", &bn_composed, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
     check_finite_differences("group_norm_composed", &gn_composed, &[x.clone(), w.clone(), b.clone()], &mut rng)?;
+    check_finite_differences(
+        "batch_norm_eval_composed",
+        &bn_eval_composed,
+        &[x.clone(), w.clone(), b.clone()],
+        &mut rng,
+    )?;
     check_finite_differences("instance_norm_composed", &inorm_composed, &[x, w, b], &mut rng)
 }
 
@@ -244,6 +255,14 @@ fn kernel_path_matches_candle_composed_ops() -> Result<()> {
             "batch_norm eval",
             &bn_eval,
             &bn_eval_reference,
+            &[x.clone(), w.clone(), b.clone()],
+            dtype,
+            tol,
+        )?;
+        check_against_composed(
+            "batch_norm eval composed",
+            &bn_eval,
+            &bn_eval_composed,
             &[x.clone(), w.clone(), b.clone()],
             dtype,
             tol,
@@ -384,5 +403,143 @@ fn bad_arguments_are_errors() -> Result<()> {
     assert!(ops::group_norm_composed(&img, 2, None, None, 1e-5).is_err());
     assert!(ops::instance_norm_composed(&x, None, None, 1e-5).is_err());
     assert!(ops::instance_norm_composed(&img, Some(&w2), None, 1e-5).is_err());
+    // A BatchNorm module given an input of another dtype than its statistics
+    // says so (it was candle's bare "dtype mismatch in add").
+    let bn = normkit_candle::BatchNorm::new(3, rm.clone(), rv.clone(), None, 1e-5, 0.1)?;
+    for train in [true, false] {
+        let Err(err) = candle_nn::ModuleT::forward_t(&bn, &img.to_dtype(DType::F64)?, train) else {
+            panic!("an f64 input to an f32 BatchNorm was accepted")
+        };
+        assert!(err.to_string().contains("input has dtype F64 but the module's statistics are F32"), "{err}");
+    }
+    Ok(())
+}
+
+/// Eval-mode BatchNorm subtracts the running mean before it scales, on the
+/// kernel path and the composed one: the folded form `x · scale + shift` it
+/// used lost `|x| · scale` to rounding (f32, mean 500, variance 0.01: errors of
+/// 3e-4 on outputs of 3.5; f16, mean 1000, variance 1e-4: the shift overflowed
+/// and every output was NaN). Found by an outside review.
+#[test]
+fn batch_norm_eval_is_accurate_far_from_zero() -> Result<()> {
+    let dev = &Device::Cpu;
+    // (dtype, running mean, running variance, x - mean, unit roundoff of dtype)
+    let cases = [
+        (DType::F32, 500.0, 0.01, 0.1, 2f64.powi(-24)),
+        (DType::F64, 500.0, 0.01, 0.1, 2f64.powi(-53)),
+        (DType::F16, 1000.0, 1e-4, 0.5, 2f64.powi(-11)),
+        (DType::BF16, 1000.0, 1e-4, 4.0, 2f64.powi(-8)),
+    ];
+    for (dtype, mean, var, step, u) in cases {
+        let xs: Vec<f64> = (0..8).map(|k| mean + step * (k as f64 - 3.5)).collect();
+        let x = Tensor::from_vec(xs, (8, 1), dev)?.to_dtype(dtype)?;
+        let (rm, rv) = (Tensor::new(&[mean], dev)?.to_dtype(dtype)?, Tensor::new(&[var], dev)?.to_dtype(dtype)?);
+        // The exact result for the inputs and statistics as rounded to `dtype`.
+        let (m, v) = (values(&rm)?[0], values(&rv)?[0]);
+        let want: Vec<f64> = values(&x)?.iter().map(|x| (x - m) / (v + 1e-5).sqrt()).collect();
+        let paths: [(&str, &Op); 2] = [
+            ("batch_norm_eval", &|ts: &[Tensor]| ops::batch_norm_eval(&ts[0], &ts[1], &ts[2], None, None, 1e-5)),
+            ("batch_norm_eval_composed", &|ts: &[Tensor]| {
+                ops::batch_norm_eval_composed(&ts[0], &ts[1], &ts[2], None, None, 1e-5)
+            }),
+        ];
+        for (name, f) in paths {
+            let got = values(&f(&[x.clone(), rm.clone(), rv.clone()])?)?;
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // A few roundings of the result (rstd, the product, the output).
+                let bound = 4.0 * u * w.abs() + 1e-300;
+                assert!((g - w).abs() <= bound, "{name} {dtype:?} y[{i}]: got {g}, want {w} (bound {bound:e})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The composed paths of half-precision inputs apply the weight and bias in
+/// `f32` too, so candle's sums of their gradients over the batch run in `f32`:
+/// in bf16 they summed 4096 ones to 256. Found by an outside review.
+#[test]
+fn half_precision_parameter_gradients_are_summed_in_f32() -> Result<()> {
+    let dev = &Device::Cpu;
+    for dtype in [DType::BF16, DType::F16] {
+        let mut rng = rng();
+        let vars = |c: usize| -> Result<(Var, Var)> { Ok((Var::ones(c, dtype, dev)?, Var::zeros(c, dtype, dev)?)) };
+        // LayerNorm over rows of 8, BatchNorm over 3 channels, GroupNorm over 2
+        // groups, InstanceNorm: `L = Σ y`, so `dbias` is the count of values
+        // each bias entry is added to (exact in both dtypes).
+        let cases: [(&str, Vec<usize>, usize, f64); 4] = [
+            ("layer_norm", vec![4096, 8], 8, 4096.0),
+            ("batch_norm", vec![2048, 3], 3, 2048.0),
+            ("group_norm", vec![512, 4, 4], 4, 2048.0),
+            ("instance_norm", vec![512, 4, 4], 4, 2048.0),
+        ];
+        for (name, dims, c, count) in cases {
+            let x = randn(&mut rng, &dims, 1.0, 0.0)?.to_dtype(dtype)?;
+            let (w, b) = vars(c)?;
+            let (wt, bt) = (Some(w.as_tensor()), Some(b.as_tensor()));
+            let y = match name {
+                "layer_norm" => ops::layer_norm(&x, wt, bt, 1e-5)?,
+                "batch_norm" => ops::batch_norm_train(&x, wt, bt, 1e-5)?.0,
+                "group_norm" => ops::group_norm(&x, 2, wt, bt, 1e-5)?,
+                _ => ops::instance_norm(&x, wt, bt, 1e-5)?,
+            };
+            let grads = y.to_dtype(DType::F32)?.sum_all()?.backward()?;
+            let Some(db) = grads.get(b.as_tensor()) else { panic!("{name} {dtype:?}: no gradient for bias") };
+            for (i, g) in values(db)?.iter().enumerate() {
+                assert_eq!(*g, count, "{name} {dtype:?} dbias[{i}]");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inputs that are not floating-point, and inputs that PyTorch and normkit's
+/// core refuse (InstanceNorm over one spatial value, BatchNorm training over
+/// one value per channel), are errors on every path: integer inputs panicked in
+/// candle's `sqrt`, and the others returned zeros. Found by an outside review.
+#[test]
+fn inputs_the_ops_cannot_normalize_are_errors() -> Result<()> {
+    let dev = &Device::Cpu;
+    for dtype in [DType::I64, DType::U32, DType::U8] {
+        let x = Tensor::zeros((2, 3, 4), dtype, dev)?;
+        let (rm, rv) = (Tensor::zeros(3, dtype, dev)?, Tensor::ones(3, dtype, dev)?);
+        let results = [
+            ("layer_norm", ops::layer_norm(&x, None, None, 1e-5).err()),
+            ("layer_norm_composed", ops::layer_norm_composed(&x, None, None, 1e-5).err()),
+            ("rms_norm", ops::rms_norm(&x, None, 1e-5).err()),
+            ("rms_norm_composed", ops::rms_norm_composed(&x, None, 1e-5).err()),
+            ("batch_norm_train", ops::batch_norm_train(&x, None, None, 1e-5).err()),
+            ("batch_norm_eval", ops::batch_norm_eval(&x, &rm, &rv, None, None, 1e-5).err()),
+            ("group_norm", ops::group_norm(&x, 3, None, None, 1e-5).err()),
+            ("instance_norm", ops::instance_norm(&x, None, None, 1e-5).err()),
+        ];
+        for (name, err) in results {
+            let Some(err) = err else { panic!("{name} accepted a {dtype:?} input") };
+            assert!(err.to_string().contains("needs f16, bf16, f32 or f64"), "{name} {dtype:?}: {err}");
+        }
+    }
+    for dtype in [DType::F32, DType::BF16] {
+        let one_spatial = Tensor::zeros((2, 3, 1), dtype, dev)?;
+        assert!(ops::instance_norm(&one_spatial, None, None, 1e-5).is_err(), "{dtype:?}");
+        assert!(ops::instance_norm_composed(&one_spatial, None, None, 1e-5).is_err(), "{dtype:?}");
+        let one_per_channel = Tensor::zeros((1, 3), dtype, dev)?;
+        assert!(ops::batch_norm_train(&one_per_channel, None, None, 1e-5).is_err(), "{dtype:?}");
+        assert!(ops::batch_norm_train_composed(&one_per_channel, None, None, 1e-5).is_err(), "{dtype:?}");
+    }
+    Ok(())
+}
+
+/// The eval op reshapes to `[N, C, S]` for normkit's kernel, so inputs of any
+/// rank (normkit's BatchNorm takes 2 to 5) give the composed path's result.
+#[test]
+fn batch_norm_eval_takes_any_rank() -> Result<()> {
+    let mut rng = rng();
+    let x = randn(&mut rng, &[2, 3, 2, 1, 2, 2, 2], 2.0, 1.0)?;
+    let (rm, rv) = running_stats(3, DType::F64)?;
+    let w = randn(&mut rng, &[3], 1.0, 1.0)?;
+    let got = ops::batch_norm_eval(&x, &rm, &rv, Some(&w), None, 1e-5)?;
+    let want = ops::batch_norm_eval_composed(&x, &rm, &rv, Some(&w), None, 1e-5)?;
+    assert_eq!(got.dims(), x.dims());
+    assert_close("batch_norm_eval rank 7", &values(&got)?, &values(&want)?, 1e-14);
     Ok(())
 }

@@ -177,12 +177,7 @@ pub(crate) fn apply_layer_norm_op(
 /// [`layer_norm_composed`], whose backward is candle's autograd. Unlike
 /// `candle_nn::ops::layer_norm`, the gradient is never cut.
 pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let n = x.dim(D::Minus1)?;
-    check_param("layer_norm", "weight", weight, n, x)?;
-    check_param("layer_norm", "bias", bias, n, x)?;
-    if !(eps.is_finite() && eps >= 0.0) {
-        bail!("normkit layer_norm: eps {eps} must be finite and not negative")
-    }
+    check_layer_norm(x, weight, bias, eps)?;
     if has_kernel(x) {
         Ok(apply_layer_norm_op(x, weight, bias, eps, false)?.0)
     } else {
@@ -190,17 +185,55 @@ pub fn layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, ep
     }
 }
 
+/// Checks LayerNorm's arguments: a floating-point input, parameters of
+/// `[n]` in its dtype, a finite `eps` that is not negative.
+fn check_layer_norm(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<()> {
+    check_float_input("layer_norm", x)?;
+    let n = x.dim(D::Minus1)?;
+    check_param("layer_norm", "weight", weight, n, x)?;
+    check_param("layer_norm", "bias", bias, n, x)?;
+    check_eps("layer_norm", eps)
+}
+
 /// LayerNorm over the last dimension composed of candle tensor ops (the fallback
 /// path, and the reference the kernel path is tested against). Half-precision
-/// inputs compute in `f32`, as candle_nn does.
+/// inputs compute in `f32`, the affine part included (so that the sums of
+/// `weight`'s and `bias`'s gradients run in `f32` too), rounded once at the end.
 pub fn layer_norm_composed(x: &Tensor, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let xf = x.to_dtype(internal_dtype(dtype))?;
-    let mean = xf.mean_keepdim(D::Minus1)?;
-    let xc = xf.broadcast_sub(&mean)?;
+    check_layer_norm(x, weight, bias, eps)?;
+    let f = internal_dtype(x.dtype());
+    let y = standardize_last(&x.to_dtype(f)?, eps)?;
+    affine_last(y, widened(weight, f)?.as_ref(), widened(bias, f)?.as_ref())?.to_dtype(x.dtype())
+}
+
+/// `(x - mean) / sqrt(var + eps)` over the last dimension, in `x`'s dtype.
+pub(crate) fn standardize_last(x: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mean)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-    let y = xc.broadcast_div(&(var + eps)?.sqrt()?)?.to_dtype(dtype)?;
-    affine_last(y, weight, bias)
+    xc.broadcast_div(&(var + eps)?.sqrt()?)
+}
+
+/// An optional parameter converted to `dtype` (differentiably).
+pub(crate) fn widened(p: Option<&Tensor>, dtype: DType) -> Result<Option<Tensor>> {
+    p.map(|p| p.to_dtype(dtype)).transpose()
+}
+
+/// Refuses an input whose dtype is not one of candle's floating-point types
+/// that its ops compute on (candle panics on `sqrt` of integers).
+pub(crate) fn check_float_input(op: &str, x: &Tensor) -> Result<()> {
+    match x.dtype() {
+        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => Ok(()),
+        d => bail!("normkit {op}: input has dtype {d:?}; normalization needs f16, bf16, f32 or f64"),
+    }
+}
+
+/// Refuses an `eps` that is negative or not finite.
+pub(crate) fn check_eps(op: &str, eps: f64) -> Result<()> {
+    if !(eps.is_finite() && eps >= 0.0) {
+        bail!("normkit {op}: eps {eps} must be finite and not negative")
+    }
+    Ok(())
 }
 
 /// `y · weight + bias` with both broadcast along the last dimension.

@@ -11,8 +11,8 @@ mod layer_norm;
 mod rms_norm;
 
 pub use channel_norm::{
-    batch_norm_eval, batch_norm_train, batch_norm_train_composed, group_norm, group_norm_composed, instance_norm,
-    instance_norm_composed, BatchStats,
+    batch_norm_eval, batch_norm_eval_composed, batch_norm_train, batch_norm_train_composed, group_norm,
+    group_norm_composed, instance_norm, instance_norm_composed, BatchStats,
 };
 pub use layer_norm::{layer_norm, layer_norm_composed};
 pub use rms_norm::{rms_norm, rms_norm_composed};

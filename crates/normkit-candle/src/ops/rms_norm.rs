@@ -1,7 +1,7 @@
 //! RMSNorm over the last dimension as a candle `CustomOp2` (x, weight) whose CPU
 //! forward and backward are normkit's kernels.
 
-use super::layer_norm::{check_param, internal_dtype};
+use super::layer_norm::{affine_last, check_eps, check_float_input, check_param, internal_dtype, widened};
 use crate::cpu::{contiguous, has_kernel, narrow, nk, to_vec, widen, Elem};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
@@ -84,11 +84,7 @@ impl CustomOp2 for RmsNormOp {
 /// backward are normkit's kernels; elsewhere [`rms_norm_composed`]. Unlike
 /// `candle_nn::ops::rms_norm`, the gradient is never cut.
 pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let n = x.dim(D::Minus1)?;
-    check_param("rms_norm", "weight", weight, n, x)?;
-    if !(eps.is_finite() && eps >= 0.0) {
-        bail!("normkit rms_norm: eps {eps} must be finite and not negative")
-    }
+    let n = check_rms_norm(x, weight, eps)?;
     if !has_kernel(x) {
         return rms_norm_composed(x, weight, eps);
     }
@@ -101,15 +97,23 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor>
     x.apply_op2(&w, op)
 }
 
+/// Checks RMSNorm's arguments and returns `n`, the last dimension.
+fn check_rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<usize> {
+    check_float_input("rms_norm", x)?;
+    let n = x.dim(D::Minus1)?;
+    check_param("rms_norm", "weight", weight, n, x)?;
+    check_eps("rms_norm", eps)?;
+    Ok(n)
+}
+
 /// RMSNorm over the last dimension composed of candle tensor ops (fallback path
-/// and test reference).
+/// and test reference); half-precision inputs compute in `f32`, the weight
+/// included, rounded once at the end (as [`super::layer_norm_composed`]).
 pub fn rms_norm_composed(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let xf = x.to_dtype(internal_dtype(dtype))?;
+    check_rms_norm(x, weight, eps)?;
+    let f = internal_dtype(x.dtype());
+    let xf = x.to_dtype(f)?;
     let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
-    let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?.to_dtype(dtype)?;
-    match weight {
-        Some(w) => y.broadcast_mul(w),
-        None => Ok(y),
-    }
+    let y = xf.broadcast_div(&(ms + eps)?.sqrt()?)?;
+    affine_last(y, widened(weight, f)?.as_ref(), None)?.to_dtype(x.dtype())
 }

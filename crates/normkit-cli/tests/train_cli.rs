@@ -261,7 +261,57 @@ fn bad_data_is_a_one_line_error_with_status_2() {
     let gz = gz.finish().unwrap_or_default();
     write(&dir.join("x-labels-idx1-ubyte.gz"), &gz[..gz.len() / 2]);
     refused(&["--data", d], "cannot decompress (gzip)");
+
+    // The same images twice, plain and compressed.
+    write(&dir.join("x-labels-idx1-ubyte"), &labels);
+    std::fs::remove_file(dir.join("x-labels-idx1-ubyte.gz")).unwrap_or_default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &images).unwrap_or_default();
+    write(&dir.join("x-images-idx3-ubyte.gz"), &gz.finish().unwrap_or_default());
+    refused(&["--data", d], "hold the images of 'x'; keep one");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Outputs that could not be written, or would replace an input or each
+/// other, are refused before training (found by an outside review: `--save`
+/// onto a data file replaced it, exit 0; `--plot` and `--save` of one name kept
+/// the plot; an unwritable place was found after the whole run).
+#[test]
+fn outputs_that_cannot_be_written_are_refused_before_training() {
+    let dir = scratch("outputs");
+    let (images, labels) = tiny(30);
+    write(&dir.join("x-images-idx3-ubyte"), &images);
+    write(&dir.join("x-labels-idx1-ubyte"), &labels);
+    let (d, data_file) = (dir.to_str().unwrap_or_default(), dir.join("x-images-idx3-ubyte"));
+    let data = ["--data", d, "--train-size", "24", "--batch-size", "5", "--hidden", "8", "--steps", "2"];
+    let data_path = data_file.to_str().unwrap_or_default();
+    refused(&[&data[..], &["--save", data_path]].concat(), "is an input of this run");
+    let both = dir.join("out.png");
+    let both = both.to_str().unwrap_or_default();
+    refused(&["--plot", both, "--save", both, "--steps", "2"], "--plot and --save name the same file");
+    std::fs::create_dir_all(dir.join("sub.png")).unwrap_or_default();
+    let sub = dir.join("sub.png");
+    refused(&["--plot", sub.to_str().unwrap_or_default(), "--steps", "2"], "is a directory");
+    // Data and outputs are as they were.
+    assert_eq!(std::fs::read(&data_file).unwrap_or_default(), images);
+    assert_eq!(files_in(&dir), ["sub.png", "x-images-idx3-ubyte", "x-labels-idx1-ubyte"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A table of runs that evaluate at different steps has a row for every step
+/// any run evaluated at, and each run's accuracy in its own row (it followed
+/// the first run's steps and filled the cells by position).
+#[test]
+fn compare_table_rows_are_the_steps_of_every_run() {
+    let out = normkit(&["--compare", "steps=15,20", "--eval-every", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let table: Vec<Vec<&str>> =
+        text.lines().skip_while(|l| *l != "test accuracy").skip(2).map(|l| l.split_whitespace().collect()).collect();
+    let steps: Vec<&str> = table.iter().map(|cells| cells[0]).collect();
+    assert_eq!(steps, ["0", "10", "15", "20", "wall"], "{text}");
+    assert_eq!(table[2][2], "-", "the run of 20 steps has no evaluation at step 15: {text}");
+    assert_eq!(table[3][1], "-", "the run of 15 steps has none at step 20: {text}");
 }
 
 #[test]
@@ -287,6 +337,9 @@ fn bad_options_are_one_line_errors_with_status_2() {
     // Refused before training, not after it.
     refused(&["--plot", "/no/such/dir/curves.svg"], "--plot: no directory /no/such/dir");
     refused(&["--save", "/no/such/dir/m.safetensors"], "--save: no directory /no/such/dir");
+    refused(&["--hidden", ""], "--hidden '': give a value");
+    refused(&["--batch-size", "100000"], "--batch-size 100000: the training set has 8000 samples");
+    refused(&["--train-size", "1"], "--batch-size 60: the training set has 1 samples");
     // clap's own usage errors exit with status 2 as well.
     let out = normkit(&["--no-such-option"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -107,6 +107,9 @@ pub struct Dataset {
     pub classes: usize,
     /// Where the data came from, for messages.
     pub source: String,
+    /// The IDX files of `--data` (none for the bundled digits): no output may
+    /// replace them.
+    pub files: Vec<PathBuf>,
 }
 
 /// One IDX pair (images, labels) checked against each other.
@@ -147,7 +150,7 @@ fn dataset(train: Split, test: Split, rows: usize, cols: usize, source: String) 
     if classes < 2 {
         return Err(TrainError::Data(format!("{source}: all labels are 0, nothing to classify")));
     }
-    Ok(Dataset { train, test, rows, cols, classes, source })
+    Ok(Dataset { train, test, rows, cols, classes, source, files: Vec::new() })
 }
 
 /// The bundled 10,000 MNIST digits, split at `train_size` (default 8,000).
@@ -196,7 +199,31 @@ pub fn load_dir(dir: &Path, train_size: Option<usize>) -> Result<Dataset, TrainE
         }
     }
     found.sort_by(|a, b| a.prefix.cmp(&b.prefix));
-    for f in &mut found {
+    if let Some(w) = found.windows(2).find(|w| w[0].prefix == w[1].prefix) {
+        return Err(TrainError::Data(format!(
+            "--data {}: both {} and {} hold the images of '{}'; keep one",
+            dir.display(),
+            w[0].images.display(),
+            w[1].images.display(),
+            w[0].prefix
+        )));
+    }
+    let files: Vec<PathBuf> =
+        found.iter().map(|f| f.images.clone()).chain(labels.iter().map(|(_, p)| p.clone())).collect();
+    let mut dataset = load_found(dir, &mut found, &labels, train_size)?;
+    dataset.files = files;
+    Ok(dataset)
+}
+
+/// The data set of the image files `found` in `dir` and the `labels` files
+/// beside them (see [`load_dir`]).
+fn load_found(
+    dir: &Path,
+    found: &mut [Files],
+    labels: &[(String, PathBuf)],
+    train_size: Option<usize>,
+) -> Result<Dataset, TrainError> {
+    for f in found.iter_mut() {
         f.labels = labels.iter().find(|(p, _)| *p == f.prefix).map(|(_, path)| path.clone());
     }
     let load = |f: &Files| -> Result<(Split, usize, usize), TrainError> {
@@ -212,7 +239,7 @@ pub fn load_dir(dir: &Path, train_size: Option<usize>) -> Result<Dataset, TrainE
         pair(images, labels, &f.prefix)
     };
     let source = dir.display().to_string();
-    match found.as_slice() {
+    match &*found {
         [] => Err(TrainError::Data(format!(
             "--data {}: no *{IMAGES_SUFFIX}[.gz] file found (MNIST-format IDX files expected)",
             dir.display()

@@ -131,8 +131,10 @@ pub struct Args {
     /// sizes inside: hidden=100x100,50x50); prints a table and plots one curve each.
     #[arg(long)]
     pub compare: Option<String>,
-    /// Write one JSON object per evaluation (step, train_loss, test_accuracy) and a
-    /// final one (final_test_accuracy, wall_s) to stdout.
+    /// Write one JSON object per evaluation (step, train_loss, test_accuracy and
+    /// probe_p15, probe_p50, probe_p85: percentiles over the test set of the
+    /// input to the last hidden layer's first nonlinearity) and a final one
+    /// (final_test_accuracy, wall_s) to stdout.
     #[arg(long)]
     pub json: bool,
     /// Draw test accuracy and the last hidden layer's sigmoid-input percentiles
@@ -252,12 +254,12 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
     if args.save.is_some() && runs.len() > 1 {
         return Err(TrainError::Usage("--save: not with --compare (one model per file)".into()));
     }
-    // Before training, not after it: a file that cannot be written there.
-    for (flag, path) in [("--plot", &args.plot), ("--save", &args.save)] {
-        if let Some(dir) = path.as_deref().map(normkit_scale::atomic::dir_of).filter(|d| !d.is_dir()) {
-            return Err(TrainError::Usage(format!("{flag}: no directory {}", dir.display())));
+    for (flag, value) in [("--hidden", &args.hidden), ("--lr", &args.lr)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(TrainError::Usage(format!("{flag} '': give a value, or leave the option out for the default")));
         }
     }
+    check_outputs(args, &[])?;
     let train_size = match &args.train_size {
         None => None,
         Some(s) => match s.trim().parse::<usize>() {
@@ -265,6 +267,8 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
             _ => return Err(TrainError::Usage(format!("--train-size '{s}': must be a whole number of at least 1"))),
         },
     };
+    // Before any thread starts: an interrupted write leaves no temporary file.
+    crate::signals::remove_temp_files_on_signal();
     // candle's CPU matrix products split their work into as many parts as this
     // variable says (candle reads it at each product), and run them, like
     // normkit's kernels, on rayon's global pool: size both before the first op.
@@ -277,6 +281,10 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
         Some(dir) => data::load_dir(dir, train_size)?,
         None => data::bundled(train_size)?,
     };
+    check_outputs(args, &data.files)?;
+    for (label, cfg) in &runs {
+        check_batch(label, cfg, data.train.len())?;
+    }
     let pixels = data.rows * data.cols;
     if !args.json {
         say(&format!(
@@ -336,6 +344,55 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
         if !args.json {
             say(&format!("plot: {}", path.display())).map_err(stdout_error)?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses, before training rather than after it, a `--plot` or `--save`
+/// that could not be written (no such directory, a directory in its place, a
+/// directory where no file can be created), that names the other's file, or
+/// that would replace one of the `inputs` read.
+fn check_outputs(args: &Args, inputs: &[PathBuf]) -> Result<(), TrainError> {
+    use normkit_scale::atomic::{dir_of, same_file};
+    let outputs: Vec<(&str, &Path)> = [("--plot", &args.plot), ("--save", &args.save)]
+        .into_iter()
+        .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
+        .collect();
+    if let [(_, plot), (_, saved)] = outputs[..] {
+        if same_file(plot, saved) {
+            return Err(TrainError::Usage(format!("--plot and --save name the same file {}", plot.display())));
+        }
+    }
+    for (flag, path) in outputs {
+        let refuse = |why: String| Err(TrainError::Usage(format!("{flag} {}: {why}", path.display())));
+        let dir = dir_of(path);
+        if !dir.is_dir() {
+            return Err(TrainError::Usage(format!("{flag}: no directory {}", dir.display())));
+        }
+        if path.is_dir() {
+            return refuse("is a directory".into());
+        }
+        if let Some(input) = inputs.iter().find(|input| same_file(path, input)) {
+            return refuse(format!("is an input of this run ({})", input.display()));
+        }
+        // The atomic write's temporary file, created and removed at once.
+        if let Err(e) = AtomicFile::new(path) {
+            return refuse(format!("cannot create a file in {} ({e})", dir.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a minibatch larger than the training set (it was cut to the set's
+/// size unannounced; with one training sample BatchNorm then failed after the
+/// first evaluation, where the options refuse `--batch-size 1` with it).
+fn check_batch(label: &str, cfg: &config::Config, train: usize) -> Result<(), TrainError> {
+    if cfg.batch_size > train {
+        let prefix = if label.is_empty() { String::new() } else { format!("[{label}] ") };
+        return Err(TrainError::Usage(format!(
+            "{prefix}--batch-size {}: the training set has {train} samples",
+            cfg.batch_size
+        )));
     }
     Ok(())
 }
@@ -422,11 +479,14 @@ fn print_table(results: &[RunResult]) -> std::io::Result<()> {
         head.push_str(&format!("  {:>width$}", r.label));
     }
     say(&format!("\ntest accuracy\n{head}"))?;
-    let steps: Vec<usize> = results.first().map(|r| r.evals.iter().map(|e| e.step).collect()).unwrap_or_default();
-    for (i, step) in steps.iter().enumerate() {
+    // Every step any run evaluated at (runs of other --steps or --eval-every
+    // evaluate at other steps), each run's accuracy there or "-".
+    let steps: std::collections::BTreeSet<usize> =
+        results.iter().flat_map(|r| r.evals.iter().map(|e| e.step)).collect();
+    for step in steps {
         let mut line = format!("{step:>6}");
         for r in results {
-            match r.evals.get(i) {
+            match r.evals.iter().find(|e| e.step == step) {
                 Some(e) => line.push_str(&format!("  {:>width$.4}", e.test_accuracy)),
                 None => line.push_str(&format!("  {:>width$}", "-")),
             }

@@ -159,7 +159,8 @@ pub fn train(
         opt(&loss)?;
         let l = f64::from(loss.to_scalar::<f32>()?);
         if !l.is_finite() {
-            candle_core::bail!("{label} the training loss is {l} at step {step} (diverged: try a lower --lr)");
+            let prefix = if label.is_empty() { String::new() } else { format!("{label} ") };
+            candle_core::bail!("{prefix}the training loss is {l} at step {step} (diverged: try a lower --lr)");
         }
         loss_sum += l;
         loss_count += 1;

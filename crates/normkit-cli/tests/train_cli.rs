@@ -347,20 +347,34 @@ fn bad_options_are_one_line_errors_with_status_2() {
 
 #[test]
 fn a_closed_standard_output_stops_the_run_quietly() {
+    let out = close_after_first_line(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    // Unless a plot was asked for, which is then not written: that is said.
+    let dir = scratch("closed");
+    let plot = dir.join("p.svg");
+    let out = close_after_first_line(&["--plot", plot.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--plot/--save not written"), "{}", stderr(&out));
+    assert_eq!(files_in(&dir), Vec::<String>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `normkit train --json` with `extra` arguments, reads one line of its
+/// output and closes the pipe, as `normkit train --json | head -1` does.
+fn close_after_first_line(extra: &[&str]) -> Output {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let spawned = Command::new(env!("CARGO_BIN_EXE_normkit"))
         .args(["train", "--steps", "400", "--eval-every", "100", "--json"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
     let mut child = spawned.unwrap_or_else(|e| panic!("cannot run normkit: {e}"));
     let Some(out) = child.stdout.take() else { panic!("no stdout") };
-    // Read one line, then close the pipe, as `normkit train --json | head -1` does.
     let mut first = String::new();
     BufReader::new(out).read_line(&mut first).unwrap_or_default();
     assert!(first.contains("\"step\":0"), "{first}");
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("normkit did not finish: {e}"));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    child.wait_with_output().unwrap_or_else(|e| panic!("normkit did not finish: {e}"))
 }

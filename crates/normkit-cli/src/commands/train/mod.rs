@@ -44,8 +44,9 @@ pub enum TrainError {
     #[error("{0}")]
     Run(String),
     /// Whoever read the standard output closed it (`normkit train | head`):
-    /// stop quietly, with exit status 0.
-    #[error("standard output closed")]
+    /// stop quietly, with exit status 0 (1, with this message, when a plot or
+    /// a model was asked for: they are not written).
+    #[error("the standard output was closed: stopped before the end, --plot/--save not written")]
     StdoutClosed,
 }
 
@@ -148,10 +149,13 @@ pub struct Args {
 }
 
 /// Runs `normkit train`: exit status 0 on success, 2 on bad input (options or
-/// data), 1 when training or writing results fails.
+/// data), 1 when training or writing results fails. A closed standard output
+/// (`normkit train | head`) stops the run quietly with status 0, unless it
+/// asked for a plot or a model, which are then not written: status 1.
 pub fn run(args: &Args) -> ExitCode {
     match train_all(args) {
-        Ok(()) | Err(TrainError::StdoutClosed) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
+        Err(TrainError::StdoutClosed) if args.plot.is_none() && args.save.is_none() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("normkit train: {e}");
             match e {

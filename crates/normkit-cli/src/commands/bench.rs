@@ -644,9 +644,16 @@ fn time_rotating<S, E>(
     Ok(median(&mut times))
 }
 
+/// The median, the mean of the two middle values for an even count (as
+/// Python's `statistics.median`, which `bench/peers.py` uses).
 fn median(times: &mut [Duration]) -> Duration {
     times.sort_unstable();
-    times.get(times.len() / 2).copied().unwrap_or_default()
+    let mid = times.len() / 2;
+    match (times.len() % 2, times.get(mid.wrapping_sub(1)), times.get(mid)) {
+        (0, Some(&a), Some(&b)) => (a + b) / 2,
+        (_, _, Some(&m)) => m,
+        _ => Duration::ZERO,
+    }
 }
 
 /// `copy_gbps`: the median of 11 runs of `copy_from_slice` from one 256 MiB
@@ -754,7 +761,14 @@ fn read_peers(path: &Path) -> Result<BTreeMap<Key, Vec<(String, f64)>>, BenchErr
             .ok_or_else(|| bad("no integer \"threads\"".into()))?;
         let ms = v.get("median_ms").and_then(Value::as_f64).ok_or_else(|| bad("no number \"median_ms\"".into()))?;
         let key = (text_key("op")?, text_key("pass")?, text_key("variant")?, text_key("dtype")?, shape, threads);
-        peers.entry(key).or_default().push((text_key("impl")?, ms));
+        let name = text_key("impl")?;
+        let rows = peers.entry(key).or_default();
+        // Two rows of one peer for one key would be counted twice (or one
+        // hidden): a file of several runs concatenated, most likely.
+        if rows.iter().any(|(other, _)| *other == name) {
+            return Err(bad(format!("a second {name} row for the same op, pass, variant, dtype, shape and threads")));
+        }
+        rows.push((name, ms));
     }
     Ok(peers)
 }
@@ -841,6 +855,18 @@ mod tests {
         std::fs::write(&bad, format!("{line}\n{{\"op\":\"layer_norm\"}}\n")).ok();
         let err = read_peers(&bad).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("bad.json:2:"), "{err}");
+        let twice = dir.join("twice.json");
+        std::fs::write(&twice, format!("{line}\n{line}\n")).ok();
+        let err = read_peers(&twice).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("twice.json:2: a second onnxruntime row"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        assert_eq!(median(&mut ms(&[4, 1, 3, 2])), Duration::from_micros(2500));
+        assert_eq!(median(&mut ms(&[5, 1, 3])), Duration::from_millis(3));
+        assert_eq!(median(&mut []), Duration::ZERO);
     }
 }

@@ -10,7 +10,8 @@
 //! - InstanceNorm: GroupNorm with one channel per group.
 
 use super::layer_norm::{
-    apply_layer_norm_op, check_eps, check_float_input, internal_dtype, layer_norm, standardize_last, widened,
+    apply_layer_norm_op, check_eps, check_float_input, internal_dtype, layer_norm, op_param, standardize_last, widened,
+    Grad3,
 };
 use crate::cpu::{contiguous, has_kernel, nk, to_vec, Elem};
 use candle_core::backend::BackendStorage;
@@ -209,9 +210,7 @@ pub fn batch_norm_eval(
     // As `[N, C, S]`: normkit's BatchNorm takes ranks 2 to 5, candle's any.
     let (n, c) = (x.dims()[0], x.dims()[1]);
     let x3 = x.reshape((n, c, x.elem_count() / (n * c)))?.contiguous()?;
-    let placeholder = || Tensor::zeros(1, x.dtype(), x.device());
-    let w = weight.map_or_else(placeholder, Tensor::contiguous)?;
-    let b = bias.map_or_else(placeholder, Tensor::contiguous)?;
+    let (w, b) = (op_param(weight, x)?, op_param(bias, x)?);
     let op = BatchNormEvalOp {
         running_mean: running_mean.detach().contiguous()?,
         running_var: running_var.detach().contiguous()?,
@@ -301,8 +300,6 @@ impl BatchNormEvalOp {
         Ok((Some(dx), dw.filter(|_| self.has_weight), db.filter(|_| self.has_bias)))
     }
 }
-
-type Grad3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
 
 /// An optional per-channel parameter of a custom op as normkit's tensor of
 /// shape `c` (`None` when the op was built without it).

@@ -91,7 +91,18 @@ impl LayerNormOp {
     }
 }
 
-type Grad3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+/// The gradients a `CustomOp3`'s backward returns, one per argument.
+pub(crate) type Grad3 = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+/// An optional parameter as a custom op's argument: contiguous, or, when
+/// absent, a 1-element placeholder of `x`'s dtype that the op ignores (a
+/// constant, so no gradient flows to it).
+pub(crate) fn op_param(p: Option<&Tensor>, x: &Tensor) -> Result<Tensor> {
+    match p {
+        Some(p) => p.contiguous(),
+        None => Tensor::zeros(1, x.dtype(), x.device()),
+    }
+}
 
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
@@ -147,17 +158,7 @@ pub(crate) fn apply_layer_norm_op(
 ) -> Result<(Tensor, StatsSlot)> {
     let n = x.dim(D::Minus1)?;
     let x = x.contiguous()?;
-    // Absent parameters travel as 1-element placeholders the op ignores; they are
-    // constants, so no gradient flows to them.
-    let placeholder = || Tensor::zeros(1, x.dtype(), x.device());
-    let w = match weight {
-        Some(w) => w.contiguous()?,
-        None => placeholder()?,
-    };
-    let b = match bias {
-        Some(b) => b.contiguous()?,
-        None => placeholder()?,
-    };
+    let (w, b) = (op_param(weight, &x)?, op_param(bias, &x)?);
     let saved = StatsSlot::default();
     let op =
         LayerNormOp { n, eps, has_weight: weight.is_some(), has_bias: bias.is_some(), keep_var, saved: saved.clone() };

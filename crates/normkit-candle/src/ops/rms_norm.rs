@@ -1,7 +1,7 @@
 //! RMSNorm over the last dimension as a candle `CustomOp2` (x, weight) whose CPU
 //! forward and backward are normkit's kernels.
 
-use super::layer_norm::{affine_last, check_eps, check_float_input, check_param, internal_dtype, widened};
+use super::layer_norm::{affine_last, check_eps, check_float_input, check_param, internal_dtype, op_param, widened};
 use crate::cpu::{contiguous, has_kernel, narrow, nk, to_vec, widen, Elem};
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
@@ -89,10 +89,7 @@ pub fn rms_norm(x: &Tensor, weight: Option<&Tensor>, eps: f64) -> Result<Tensor>
         return rms_norm_composed(x, weight, eps);
     }
     let x = x.contiguous()?;
-    let w = match weight {
-        Some(w) => w.contiguous()?,
-        None => Tensor::zeros(1, x.dtype(), x.device())?,
-    };
+    let w = op_param(weight, &x)?;
     let op = RmsNormOp { n, eps, has_weight: weight.is_some(), rstd: Mutex::new(None) };
     x.apply_op2(&w, op)
 }

@@ -263,7 +263,6 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
             return Err(TrainError::Usage(format!("{flag} '': give a value, or leave the option out for the default")));
         }
     }
-    check_outputs(args, &[])?;
     let train_size = match &args.train_size {
         None => None,
         Some(s) => match s.trim().parse::<usize>() {
@@ -285,6 +284,7 @@ fn train_all(args: &Args) -> Result<(), TrainError> {
         Some(dir) => data::load_dir(dir, train_size)?,
         None => data::bundled(train_size)?,
     };
+    // Before training, not after it (the data, read first, are its inputs).
     check_outputs(args, &data.files)?;
     for (label, cfg) in &runs {
         check_batch(label, cfg, data.train.len())?;

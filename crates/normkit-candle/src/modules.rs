@@ -181,8 +181,8 @@ impl BatchNorm {
     }
 
     /// Checks that `x` has this module's channels on axis 1 and its statistics'
-    /// dtype; returns the number of channels.
-    fn check_input(&self, x: &Tensor) -> Result<usize> {
+    /// dtype.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let c = self.running_mean.dims().first().copied().unwrap_or(0);
         if x.rank() < 2 || x.dims()[1] != c {
             bail!("normkit batch_norm: input of shape {:?} does not have {c} channels on axis 1", x.dims())
@@ -191,7 +191,7 @@ impl BatchNorm {
         if x.dtype() != dtype {
             bail!("normkit batch_norm: input has dtype {:?} but the module's statistics are {dtype:?}", x.dtype())
         }
-        Ok(c)
+        Ok(())
     }
 
     fn params(&self) -> (Option<&Tensor>, Option<&Tensor>) {
@@ -206,10 +206,8 @@ impl BatchNorm {
     /// unbiased variance is undefined), as PyTorch does.
     pub fn forward_train(&self, x: &Tensor) -> Result<Tensor> {
         let (w, b) = self.params();
-        let c = self.check_input(x)?;
-        if x.elem_count() / c.max(1) < 2 {
-            bail!("normkit batch_norm: training needs more than 1 value per channel, got input shape {:?}", x.dims())
-        }
+        self.check_input(x)?;
+        // Refuses one value per channel (`ops::batch_norm_train` checks it).
         let (y, stats) = ops::batch_norm_train(x, w, b, self.eps)?;
         let m = self.momentum;
         let unbias = stats.count as f64 / (stats.count as f64 - 1.0);

@@ -525,6 +525,12 @@ fn inputs_the_ops_cannot_normalize_are_errors() -> Result<()> {
         let one_per_channel = Tensor::zeros((1, 3), dtype, dev)?;
         assert!(ops::batch_norm_train(&one_per_channel, None, None, 1e-5).is_err(), "{dtype:?}");
         assert!(ops::batch_norm_train_composed(&one_per_channel, None, None, 1e-5).is_err(), "{dtype:?}");
+        // The module refuses it too, its running statistics unchanged.
+        let (rm, rv) = (Tensor::zeros(3, dtype, dev)?, Tensor::ones(3, dtype, dev)?);
+        let bn = normkit_candle::BatchNorm::new(3, rm, rv, None, 1e-5, 0.1)?;
+        let Err(err) = bn.forward_train(&one_per_channel) else { panic!("{dtype:?}: the module trained on [1, 3]") };
+        assert!(err.to_string().contains("more than 1 value per channel"), "{err}");
+        assert_eq!(values(bn.running_var())?, [1.0; 3]);
     }
     Ok(())
 }

@@ -297,7 +297,8 @@ impl BatchNormEvalOp {
         let dx = Tensor::from_vec(grads.dx.into_data(), x.shape(), dev)?;
         let dw = grads.dweight.map(|g| Tensor::from_vec(g.into_data(), w.shape(), dev)).transpose()?;
         let db = grads.dbias.map(|g| Tensor::from_vec(g.into_data(), b.shape(), dev)).transpose()?;
-        Ok((Some(dx), dw.filter(|_| self.has_weight), db.filter(|_| self.has_bias)))
+        // `dweight` is `None` without a weight, `dbias` without `has_bias`.
+        Ok((Some(dx), dw, db))
     }
 }
 

@@ -18,8 +18,11 @@ functional call); `into` writes into caller-provided outputs (ONNX Runtime's
 I/O binding with preallocated output buffers). ONNX Runtime has no backward for
 these ops outside its training build, so it has forward rows only. Per-channel
 ops (BatchNorm training/eval/folded, GroupNorm with 32 groups, InstanceNorm)
-run at the NCHW shapes only (ONNX has no channels-last BatchNorm); torch's
-rows for them are forward only.
+run at the NCHW shapes only (ONNX has no channels-last BatchNorm). torch's
+backward rows call ATen's native backward kernels (the ones autograd calls)
+with the statistics its forward saved; its RMSNorm backward, which has no
+fused CPU kernel, is autograd through the composite forward, and only the
+`backward` call is timed.
 """
 
 import argparse
@@ -86,6 +89,21 @@ def time_rotating(sets, call, min_calls, min_time):
         s = sets[i % len(sets)]
         t0 = time.perf_counter()
         call(s)
+        times.append(time.perf_counter() - t0)
+        i += 1
+    return statistics.median(times)
+
+
+def time_prepared(sets, prepare, call, min_calls, min_time):
+    """As `time_rotating`, but each timed `call(prepare(set))` is preceded by an
+    untimed `prepare(set)` (an autograd graph to run backward through)."""
+    for s in sets:
+        call(prepare(s))
+    times, start, i = [], time.perf_counter(), 0
+    while len(times) < 400 and (len(times) < min_calls or time.perf_counter() - start < min_time):
+        p = prepare(sets[i % len(sets)])
+        t0 = time.perf_counter()
+        call(p)
         times.append(time.perf_counter() - t0)
         i += 1
     return statistics.median(times)
@@ -234,6 +252,42 @@ def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
     with torch.no_grad():
         median = time_rotating(xs, fwd, *budget)
     emit(op, "fwd", "alloc", shape, median, chan_minimal_bytes(op, shape, itemsize))
+    if op == "batch_norm_folded":
+        return
+    # Backward (dx, dweight, dbias): ATen's native backward kernels, the ones
+    # autograd calls, given the statistics its forward saved.
+    n = shape[0]
+    dys = [torch.from_numpy(fill(shape, 2000 + i, 1.0, 0.0, dtype)) for i in range(sets_n)]
+    mask = [True, True, True]
+    aten = torch.ops.aten
+    if op in ("batch_norm_train", "batch_norm_eval"):
+        train = op == "batch_norm_train"
+        saved = [aten.native_batch_norm(x, w, b, rm.clone(), rv.clone(), train, 0.1, 1e-5)[1:] for x in xs]
+        bwd = lambda s: aten.native_batch_norm_backward(s[1], s[0], w, rm, rv, s[2][0], s[2][1], train, 1e-5, mask)
+        stats = c
+    elif op == "group_norm":
+        hw = math.prod(shape[2:])
+        saved = [aten.native_group_norm(x, w, b, n, c, hw, GROUPS, 1e-5)[1:] for x in xs]
+        bwd = lambda s: aten.native_group_norm_backward(s[1], s[0], s[2][0], s[2][1], w, n, c, hw, GROUPS, mask)
+        stats = n * GROUPS
+    else:
+        # F.instance_norm is batch_norm on the (1, N*C, ...) view with the
+        # affine parameters repeated N times; autograd then sums the repeated
+        # parameter gradients back to C.
+        flat = (1, n * c) + tuple(shape[2:])
+        wr, br = w.repeat(n), b.repeat(n)
+        saved = [aten.native_batch_norm(x.view(flat), wr, br, None, None, True, 0.1, 1e-5)[1:] for x in xs]
+
+        def bwd(s):
+            dx, dwr, dbr = aten.native_batch_norm_backward(
+                s[1].view(flat), s[0].view(flat), wr, None, None, s[2][0], s[2][1], True, 1e-5, mask
+            )
+            return dx.view(shape), dwr.view(n, c).sum(0), dbr.view(n, c).sum(0)
+
+        stats = n * c
+    big, cb, sb = numel * itemsize, c * itemsize, stats * itemsize
+    median = time_rotating(list(zip(xs, dys, saved)), bwd, *budget)
+    emit(op, "bwd", "alloc", shape, median, 3 * big + 2 * sb + 3 * cb)
 
 
 def ort_session(op, n, eps, threads, dtype):
@@ -311,17 +365,19 @@ def bench_torch(op, rows, n, threads, dtype, llc, budget, emit):
         saved = [torch.native_layer_norm(x, (n,), w, b, 1e-5)[1:] for x in xs]
         sets = list(zip(xs, dys, saved))
         bwd = lambda s: torch.ops.aten.native_layer_norm_backward(s[1], s[0], (n,), s[2][0], s[2][1], w, b, [True, True, True])
+        median = time_rotating(sets, bwd, *budget)
     else:
+        # PyTorch has no fused RMSNorm backward on CPU (`_fused_rms_norm_backward`
+        # is CUDA only): its backward is autograd through the composite
+        # forward. The forward that records the graph runs untimed; only
+        # `backward` is timed.
         wg = w.clone().requires_grad_(True)
 
-        def bwd(s):
+        def prepare(s):
             x = s[0].detach().requires_grad_(True)
-            y = F.rms_norm(x, (n,), wg, 1e-5)
-            y.backward(s[1])
+            return F.rms_norm(x, (n,), wg, 1e-5), s[1]
 
-        sets = list(zip(xs, dys))
-    median = time_rotating(sets, bwd, *budget)
-    # RMSNorm's backward through autograd includes its forward.
+        median = time_prepared(list(zip(xs, dys)), prepare, lambda p: p[0].backward(p[1]), *budget)
     emit(op, "bwd", "alloc", rows, n, median, itemsize)
 
 

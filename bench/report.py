@@ -33,6 +33,15 @@ FRACTION_BAR = {
 }
 # Minimal speed-up over ONNX Runtime per op (forward), from the issue.
 ORT_BAR = {"layer_norm": 1.4, "group_norm": 3.0}
+# Minimal speed-up over PyTorch CPU on every op, shape and pass it has.
+TORCH_BAR = 1.5
+
+
+def peer_bar(impl, op, pas):
+    """The issue's minimal speed-up over `impl` on this row, or None."""
+    if impl == "onnxruntime":
+        return ORT_BAR.get(op) if pas == "fwd" else None
+    return TORCH_BAR if impl == "torch" else None
 
 
 def base_op(op):
@@ -155,7 +164,7 @@ def report(runs):
             pa, pi = theirs("alloc", impl), theirs("into", impl)
             ratio = [median(p) / o if median(p) and o else None for p, o in ((pa, alloc_ms), (pi, into_ms))]
             text = " / ".join(fmt(x) for x in ratio)
-            ob = ORT_BAR.get(op) if impl == "onnxruntime" and pas == "fwd" else None
+            ob = peer_bar(impl, op, pas)
             if ob is not None and ratio[0] is not None:
                 per_run = [p / o >= ob for p, o in zip(pa, ours("alloc", "median_ms")) if p and o]
                 met = "met" if ratio[0] >= ob else "missed"
@@ -172,7 +181,7 @@ def verdict(bar, met):
 
 
 def per_run_text(met, per_run):
-    """The ONNX Runtime bar (`met`/`missed`) on the ratio of medians, and per run."""
+    """A peer's bar (`met`/`missed`) on the ratio of medians, and per run."""
     return f"{met} on the medians, in {sum(per_run)} of {len(per_run)} runs"
 
 

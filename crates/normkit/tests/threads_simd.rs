@@ -231,7 +231,9 @@ fn run_channel_ops(shape: &[usize], axis: isize, groups: usize, seed: u64) -> Ve
 
 #[test]
 fn channel_and_group_ops_are_bitwise_identical_with_1_2_and_3_threads() {
-    // NCHW (runs of 1089 values), channels-last (one value per run: the column
+    // NCHW (runs of 1089 values; BatchNorm training goes channel by channel
+    // with 2 and 3 threads and in two passes with 1, so this also checks that
+    // both give the same bits), channels-last (one value per run: the column
     // path, several blocks of rows) and a narrow middle axis (runs of 40: the
     // column path with channels spread over several columns); all large
     // enough to be split over threads.

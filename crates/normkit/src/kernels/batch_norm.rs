@@ -19,8 +19,9 @@
 //!
 //! [`batch_norm_forward_train`], [`batch_norm_forward_eval`] and
 //! [`batch_norm_backward`] compose them; in training mode, where a channel's
-//! values fit in L2, they run passes 1 and 2 (4 and 5) channel by channel
-//! instead, one read of `x` (and `dy`) from memory, with the same bits.
+//! values fit in L2 and more than one thread works, they run passes 1 and 2
+//! (4 and 5) channel by channel instead, one read of `x` (and `dy`) from
+//! memory, with the same bits.
 
 use super::per_channel;
 use super::{check_buf, check_eps, check_param, write_param_grads, Affine, Grads};
@@ -149,12 +150,14 @@ pub fn batch_norm_apply<T: Float>(
 /// its variance is 0 and the output would be `bias` whatever the input.
 ///
 /// When each channel's values fit in L2 (runs layout, e.g. NCHW `[32,64,56,56]`
-/// `f32`: 392 KiB a channel) the two passes go channel by channel, so that
-/// `x` is read from memory once (`per_channel::train_forward_by_channel`; the
-/// same bits). `normkit bench --quick --threads 1 --op batch_norm_train`,
-/// four alternating pairs (2026-12-03), `into`: `[32,64,56,56]` 5.87-6.41 ->
-/// 3.93-5.31 ms (fraction of copy bandwidth 0.50-0.57 -> 0.63-0.71),
-/// `[8,256,28,28]` 1.84-2.14 -> 1.31-1.66 ms.
+/// `f32`: 392 KiB a channel) and more than one thread works on the input, the
+/// two passes go channel by channel, so that `x` is read from memory once
+/// (`per_channel::train_forward_by_channel`; the same bits; why not with one
+/// thread: `per_channel::train_by_channel`). On the Xeon of 2026-12-03 it
+/// paid with one thread too: `normkit bench --quick --threads 1 --op
+/// batch_norm_train`, four alternating pairs, `into`: `[32,64,56,56]`
+/// 5.87-6.41 -> 3.93-5.31 ms (fraction of copy bandwidth 0.50-0.57 ->
+/// 0.63-0.71), `[8,256,28,28]` 1.84-2.14 -> 1.31-1.66 ms.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_forward_train<T: Float>(
     x: &[T],
@@ -435,12 +438,13 @@ pub fn batch_norm_backward_dx<T: Float>(
 /// dweight_c = Σ_{o,i} dy · x̂        dbias_c = Σ_{o,i} dy
 /// ```
 ///
-/// In training mode, when each channel's values fit in L2 (as for
-/// [`batch_norm_forward_train`]), the two passes go channel by channel, so
-/// that `x` and `dy` are read from memory once
-/// (`per_channel::train_backward_by_channel`; the same bits).
-/// `normkit bench --quick --threads 1 --op batch_norm_train`, four
-/// alternating pairs (2026-12-03, host copy bandwidth 11-16 GB/s), `into`:
+/// In training mode, when each channel's values fit in L2 and more than one
+/// thread works on the input (as for [`batch_norm_forward_train`]), the two
+/// passes go channel by channel, so that `x` and `dy` are read from memory
+/// once (`per_channel::train_backward_by_channel`; the same bits). On the
+/// Xeon of 2026-12-03 it paid with one thread too: `normkit bench --quick
+/// --threads 1 --op batch_norm_train`, four alternating pairs (host copy
+/// bandwidth 11-16 GB/s), `into`:
 /// `[32,64,56,56]` 11.85-12.88 -> 7.92-10.10 ms, `[8,256,28,28]` 2.70-4.18
 /// -> 2.11-2.94 ms.
 #[allow(clippy::too_many_arguments)]

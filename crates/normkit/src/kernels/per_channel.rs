@@ -12,9 +12,10 @@
 //!   channel's first value) in one read from memory, its elementwise work uses
 //!   per-run scalars. Runs are independent, so
 //!   any split over threads gives the same per-run results; they are then merged
-//!   per channel in `o` order. The training forward goes channel by channel
-//!   when a channel's runs fit in L2 ([`train_forward_by_channel`]): its
-//!   statistics, then its normalization from cache.
+//!   per channel in `o` order. The training passes go channel by channel
+//!   when a channel's runs fit in L2 and more than one thread works on them
+//!   ([`train_by_channel`]): its statistics, then its normalization from
+//!   cache.
 //! - **columns** (`inner < RUN_MIN`, e.g. channels-last `(N, H, W, C)`): each row
 //!   `x[o, .., ..]` of `cols = channels · inner` values is processed as one
 //!   vector op across the columns (one accumulator per column). Statistics go
@@ -373,8 +374,33 @@ const CHANNEL_IN_CACHE_BYTES: usize = 512 << 10;
 
 /// Whether the training passes go channel by channel
 /// ([`train_forward_by_channel`], [`train_backward_by_channel`]): the runs
-/// layout, with each channel's values in L2.
+/// layout, with each channel's values in L2, and the work split over more
+/// than one thread. Either way the results are the same bits, so choosing by
+/// the thread count keeps them independent of it.
+///
+/// Why the thread count: channel by channel reads `x` (and `dy`) from memory
+/// once, but as `outer` short runs per channel, strided; the two passes read
+/// it twice, each time in one linear sweep. On the AMD EPYC (Zen 5) of
+/// 2026-12-04 one core streams linear sweeps faster than the shared memory
+/// bus lets two, and the two passes won with one thread; with two threads,
+/// reading once won. `normkit bench --quick --op batch_norm_train`, `into`,
+/// ms, three alternating pairs, two passes against channel by channel: one
+/// thread, backward `[32,64,56,56]` 2.77-2.85 against 3.84-4.17,
+/// `[8,256,28,28]` 0.82-0.89 against 1.11-1.17, forward `[8,256,28,28]`
+/// 0.48-0.60 against 0.79-0.87, `[32,64,56,56]` 1.79-1.87 against 1.78-2.05;
+/// two threads (two pairs), forward `[32,64,56,56]` 1.65-1.69 against
+/// 1.35-1.43, backward 2.73-3.12 against 2.47-2.58, `[8,256,28,28]`
+/// backward 0.78-0.80 against 0.62-0.71. On the Xeon of 2026-12-03 channel by
+/// channel was faster with one thread too (see `batch_norm_forward_train`):
+/// this choice is tuned to the Zen 5.
 pub(crate) fn train_by_channel<T>(layout: ChannelLayout) -> bool {
+    let ChannelLayout { outer, channels, inner } = layout;
+    channels_fit_in_cache::<T>(layout) && simd::worth_threads(outer.saturating_mul(channels).saturating_mul(inner))
+}
+
+/// The runs layout, with each channel's values in L2: what the training
+/// passes need to go channel by channel.
+fn channels_fit_in_cache<T>(layout: ChannelLayout) -> bool {
     use_runs(layout) && layout.per_channel().saturating_mul(std::mem::size_of::<T>()) <= CHANNEL_IN_CACHE_BYTES
 }
 
@@ -1009,7 +1035,7 @@ mod tests {
         let shapes: [[usize; 3]; 4] = [[3, 5, 64], [7, 3, 1021], [2, 4, 4099], [9, 64, 7300]];
         for (k, [outer, channels, inner]) in shapes.into_iter().enumerate() {
             let layout = ChannelLayout::of_shape(&[outer, channels, inner], 1).unwrap();
-            assert!(train_by_channel::<f32>(layout));
+            assert!(channels_fit_in_cache::<f32>(layout));
             let mut x: Vec<f32> = (0..outer * channels * inner)
                 .map(|i| ((i * 7919 + k * 13) % 1009) as f32 * 0.01 + if i / inner % channels == 1 { 1e6 } else { 0.0 })
                 .collect();

@@ -15,11 +15,11 @@
 //! the row's `dweight`/`dbias` terms into the partials of its fixed block of
 //! rows. Rows go in groups that fit in L2, and the second sweep runs chunk by
 //! chunk over the whole group, so that a chunk's partials stay in L1 while the
-//! group's rows add to them. Sweep 1 of the next group runs interleaved with
-//! sweep 2 of this one, a chunk of a row after each chunk of a row
-//! ([`CoefAhead`]), so that reading memory and writing `dx` overlap. Rows too
-//! wide for a group to fit in L2 take sweep 2 row by row instead, their
-//! parameter terms summed in row-long arrays ([`backward_wide_rows`]). Blocks
+//! group's rows add to them; sweep 1 of a group runs before its sweep 2 (see
+//! `backward_rows` for why not interleaved). Rows too wide for a group to fit
+//! in L2 take sweep 2 row by row instead, their parameter terms summed in
+//! row-long arrays, with sweep 1 of the next row interleaved chunk by chunk
+//! ([`CoefAhead`], [`backward_wide_rows`]). Blocks
 //! are fixed by the shape and their partials added in block order: results
 //! are bitwise identical with any number of threads.
 //!
@@ -51,11 +51,8 @@
 //!
 //! Measured (`kernel_probe`, `f32`, one thread, `n = 4096`): computing in `f32`
 //! rather than `f64` with one rounding, 0.82-0.90 -> 0.45-0.6 ns per element in
-//! cache; see `backward_group` for the grouping. Interleaving sweep 1 of the
-//! next group with sweep 2 (`normkit bench --quick`, one thread, `f32`, four
-//! alternating pairs on the Xeon of 2026-12-02, LayerNorm): `[8192, 4096]`
-//! 30.8-31.6 -> 28.8-29.3 ms, `[256, 65536]` 22.2-22.9 -> 19.6-24.8 (three of
-//! four faster), `[8192, 768]` 6.2-8.3 -> 5.7-6.9.
+//! cache; see `backward_group` for the grouping and `backward_rows` for the
+//! order of the sweeps.
 
 use super::simd::{self, CHUNK, LANES};
 use super::{write_param_grads, Grads, Standardize};
@@ -155,7 +152,21 @@ enum RowCoef<T: Float> {
 }
 
 /// The backward pass over a block of whole rows, adding each row's parameter
-/// gradient terms into the block's partials `dw` and `db`.
+/// gradient terms into the block's partials `dw` and `db`: per group of rows,
+/// sweep 1 from memory, then sweep 2 from cache.
+///
+/// Sweep 1 of the next group used to run interleaved with sweep 2 of this
+/// one, a chunk of a row after each chunk of a row ([`CoefAhead`] stepped
+/// from sweep 2), so that reading memory and writing `dx` would overlap: on
+/// the Xeon of 2026-12-02 LayerNorm `[8192, 4096]` 30.8-31.6 -> 28.8-29.3 ms
+/// and `[8192, 768]` 6.2-8.3 -> 5.7-6.9 (`normkit bench --quick`, one thread,
+/// four alternating pairs). On the AMD EPYC (Zen 5) of 2026-12-04 it cost
+/// more than it saved: without it, `normkit bench --quick --op norm`, `into`,
+/// three alternating pairs, ms, one thread: LayerNorm `[8192, 4096]`
+/// 18.9-20.2 -> 14.0-16.5, RMSNorm 18.1-18.8 -> 13.9-15.2, `[8192, 768]` and
+/// `[256, 65536]` (the wide path, unchanged) within the noise; two threads:
+/// LayerNorm `[8192, 4096]` 10.9-11.8 -> 9.3-10.4, RMSNorm 10.3-13.6 ->
+/// 9.2-9.6. The same bits either way.
 #[inline(always)]
 fn backward_rows<T: Float>(
     b: Block<'_, T>,
@@ -169,14 +180,12 @@ fn backward_rows<T: Float>(
     let ones = [T::from_f64(1.0); CHUNK];
     let group = backward_group::<T>(n);
     let groups = b.x.chunks(group * n).zip(b.dy.chunks(group * n)).zip(dx.chunks_mut(group * n));
-    // Sweep 1 of the block's first group, alone; that of each later group runs
-    // interleaved with sweep 2 of the group before it.
-    let mut coef = CoefAhead::new(b, 0, group).finish();
     // The group's dweight and dbias terms of one chunk, in T (zero between
     // chunks).
     let (mut sum_dw, mut sum_db) = ([T::default(); CHUNK], [T::default(); CHUNK]);
     for (gi, ((xg, dyg), dxg)) in groups.enumerate() {
-        let mut ahead = CoefAhead::new(b, (gi + 1) * group, group);
+        // Sweep 1, from memory: the group's coefficients.
+        let coef = CoefAhead::new(b, gi * group, group).finish();
         // Sweep 2, from cache: dx and the parameter terms, chunk by chunk.
         // Chunks on the cache lines of the group's first `dx` row (of every
         // row when a row is whole lines).
@@ -189,13 +198,11 @@ fn backward_rows<T: Float>(
                 let params = (w, dw.as_deref_mut(), db.as_deref_mut());
                 let staging = stream.then_some(&mut *buf);
                 sweep2_chunk(chunk, range.clone(), cf, sums, params, staging);
-                ahead.step();
             }
             // `dw` and `db` were checked to hold `n` values.
             widen_add_clear(dw.as_deref_mut().map(|dw| &mut dw[range.clone()]), &mut sum_dw[..range.len()]);
             widen_add_clear(db.as_deref_mut().map(|db| &mut db[range.clone()]), &mut sum_db[..range.len()]);
         }
-        coef = ahead.finish();
     }
 }
 
@@ -252,9 +259,10 @@ fn backward_wide_rows<T: Float>(
 }
 
 /// Sweep 1 over the rows of one group, advanced a chunk of one row at a time
-/// (software pipelining, as [`simd::SweepAhead`] in the forward passes): the
-/// group after the one in sweep 2 is read from memory between the chunks of
-/// that sweep, so that reading memory and writing `dx` overlap. Each row's
+/// (software pipelining, as [`simd::SweepAhead`] in the forward passes): in
+/// [`backward_wide_rows`], the row after the one in sweep 2 is read from
+/// memory between the chunks of that sweep, so that reading memory and
+/// writing `dx` overlap; [`backward_rows`] runs it to the end at once. Each row's
 /// sums see the same chunks in the same order as [`narrow_sums`] over the whole
 /// row: the same bits. A row that needs the wide path is swept whole, at once.
 struct CoefAhead<'a, T: Float> {

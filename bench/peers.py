@@ -18,7 +18,9 @@ functional call); `into` writes into caller-provided outputs (ONNX Runtime's
 I/O binding with preallocated output buffers). ONNX Runtime has no backward for
 these ops outside its training build, so it has forward rows only. Per-channel
 ops (BatchNorm training/eval/folded, GroupNorm with 32 groups, InstanceNorm)
-run at the NCHW shapes only (ONNX has no channels-last BatchNorm). torch's
+run at the NCHW shapes; channels-last BatchNorm (`_nhwc`, (N, H, W, C)) has
+torch rows only (ONNX has no such op), on the NCHW view of the same data
+with channels-last strides, which PyTorch's channels-last kernels take. torch's
 backward rows call ATen's native backward kernels (the ones autograd calls)
 with the statistics its forward saved; its RMSNorm backward, which has no
 fused CPU kernel, is autograd through the composite forward, and only the
@@ -40,6 +42,9 @@ ROW_SHAPES = [(8192, 768), (8192, 4096), (256, 65536)]
 # Per-channel ops, (N, C, H, W), as in `normkit bench`; GroupNorm with 32 groups.
 NCHW_SHAPES = [(32, 64, 56, 56), (8, 256, 28, 28)]
 CHAN_OPS = ["batch_norm_train", "batch_norm_eval", "batch_norm_folded", "group_norm", "instance_norm"]
+# Channels-last BatchNorm, (N, H, W, C): PyTorch only (ONNX has no such op).
+NHWC_SHAPE = (32, 56, 56, 64)
+NHWC_OPS = ["batch_norm_train_nhwc", "batch_norm_eval_nhwc", "batch_norm_folded_nhwc"]
 GROUPS = 32
 
 
@@ -229,18 +234,30 @@ def bench_ort_chan(op, shape, threads, dtype, llc, budget, emit):
 
 
 def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
-    """PyTorch's functional call, forward only (its normal, allocating call)."""
+    """PyTorch's functional call (its normal, allocating call) forward, and
+    ATen's native backward kernels. A `_nhwc` op gets `shape` as (N, H, W, C)
+    and runs on the (N, C, H, W) view of it with channels-last strides, which
+    PyTorch's channels-last kernels take."""
     import torch
 
     torch.set_num_threads(threads)
+    nhwc = op.endswith("_nhwc")
+    base = op[: -len("_nhwc")] if nhwc else op
+    # The (N, C, H, W) shape PyTorch sees.
+    nchw = (shape[0], shape[-1]) + tuple(shape[1:-1]) if nhwc else tuple(shape)
+
+    def tensor(values):
+        t = torch.from_numpy(values)
+        return t.permute(0, 3, 1, 2) if nhwc else t
+
     itemsize = np.dtype(dtype).itemsize
-    numel, c = math.prod(shape), shape[1]
+    numel, c = math.prod(nchw), nchw[1]
     sets_n = max(2, math.ceil(2 * llc / (numel * itemsize)))
     w = torch.from_numpy((1.0 + 0.25 * np.random.default_rng(7).uniform(-1, 1, c)).astype(dtype))
     b = torch.from_numpy((0.1 * np.random.default_rng(11).uniform(-1, 1, c)).astype(dtype))
     rm = torch.from_numpy((0.5 + 0.5 * np.random.default_rng(13).uniform(-1, 1, c)).astype(dtype))
     rv = torch.from_numpy((1.0 + 0.5 * np.random.default_rng(17).uniform(-1, 1, c)).astype(dtype))
-    xs = [torch.from_numpy(fill(shape, 1000 + i, 2.0, 0.5, dtype)) for i in range(sets_n)]
+    xs = [tensor(fill(shape, 1000 + i, 2.0, 0.5, dtype)) for i in range(sets_n)]
     F = torch.nn.functional
     fwd = {
         "batch_norm_train": lambda x: F.batch_norm(x, None, None, w, b, True, 0.1, 1e-5),
@@ -248,25 +265,25 @@ def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
         "batch_norm_folded": lambda x: torch.addcmul(b.view(c, 1, 1), x, w.view(c, 1, 1)),
         "group_norm": lambda x: F.group_norm(x, GROUPS, w, b, 1e-5),
         "instance_norm": lambda x: F.instance_norm(x, None, None, w, b, True, 0.1, 1e-5),
-    }[op]
+    }[base]
     with torch.no_grad():
         median = time_rotating(xs, fwd, *budget)
-    emit(op, "fwd", "alloc", shape, median, chan_minimal_bytes(op, shape, itemsize))
-    if op == "batch_norm_folded":
+    emit(op, "fwd", "alloc", shape, median, chan_minimal_bytes(base, nchw, itemsize))
+    if base == "batch_norm_folded":
         return
     # Backward (dx, dweight, dbias): ATen's native backward kernels, the ones
     # autograd calls, given the statistics its forward saved.
-    n = shape[0]
-    dys = [torch.from_numpy(fill(shape, 2000 + i, 1.0, 0.0, dtype)) for i in range(sets_n)]
+    n = nchw[0]
+    dys = [tensor(fill(shape, 2000 + i, 1.0, 0.0, dtype)) for i in range(sets_n)]
     mask = [True, True, True]
     aten = torch.ops.aten
-    if op in ("batch_norm_train", "batch_norm_eval"):
-        train = op == "batch_norm_train"
+    if base in ("batch_norm_train", "batch_norm_eval"):
+        train = base == "batch_norm_train"
         saved = [aten.native_batch_norm(x, w, b, rm.clone(), rv.clone(), train, 0.1, 1e-5)[1:] for x in xs]
         bwd = lambda s: aten.native_batch_norm_backward(s[1], s[0], w, rm, rv, s[2][0], s[2][1], train, 1e-5, mask)
         stats = c
-    elif op == "group_norm":
-        hw = math.prod(shape[2:])
+    elif base == "group_norm":
+        hw = math.prod(nchw[2:])
         saved = [aten.native_group_norm(x, w, b, n, c, hw, GROUPS, 1e-5)[1:] for x in xs]
         bwd = lambda s: aten.native_group_norm_backward(s[1], s[0], s[2][0], s[2][1], w, n, c, hw, GROUPS, mask)
         stats = n * GROUPS
@@ -274,7 +291,7 @@ def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
         # F.instance_norm is batch_norm on the (1, N*C, ...) view with the
         # affine parameters repeated N times; autograd then sums the repeated
         # parameter gradients back to C.
-        flat = (1, n * c) + tuple(shape[2:])
+        flat = (1, n * c) + tuple(nchw[2:])
         wr, br = w.repeat(n), b.repeat(n)
         saved = [aten.native_batch_norm(x.view(flat), wr, br, None, None, True, 0.1, 1e-5)[1:] for x in xs]
 
@@ -282,7 +299,7 @@ def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
             dx, dwr, dbr = aten.native_batch_norm_backward(
                 s[1].view(flat), s[0].view(flat), wr, None, None, s[2][0], s[2][1], True, 1e-5, mask
             )
-            return dx.view(shape), dwr.view(n, c).sum(0), dbr.view(n, c).sum(0)
+            return dx.view(nchw), dwr.view(n, c).sum(0), dbr.view(n, c).sum(0)
 
         stats = n * c
     big, cb, sb = numel * itemsize, c * itemsize, stats * itemsize
@@ -439,19 +456,20 @@ def main():
                             fn(op, rows, n, threads, dtype, llc, budget, emit)
                         except Exception as e:  # a peer lacking an op is reported, not fatal
                             print(f"peers.py: {name} {op} {dname} [{rows},{n}]: {e}", file=sys.stderr)
-            for shape in NCHW_SHAPES:
-                for op in CHAN_OPS:
-                    if args.op and args.op not in op:
-                        continue
-                    for name, fn in chan_peers:
+            nchw_cases = [(shape, op, chan_peers) for shape in NCHW_SHAPES for op in CHAN_OPS]
+            nhwc_cases = [(NHWC_SHAPE, op, [p for p in chan_peers if p[0] == "torch"]) for op in NHWC_OPS]
+            for shape, op, op_peers in nchw_cases + nhwc_cases:
+                if args.op and args.op not in op:
+                    continue
+                for name, fn in op_peers:
 
-                        def emit_chan(op, pas, variant, shape, median, nbytes, name=name):
-                            record(op, pas, variant, list(shape), median, nbytes, name)
+                    def emit_chan(op, pas, variant, shape, median, nbytes, name=name):
+                        record(op, pas, variant, list(shape), median, nbytes, name)
 
-                        try:
-                            fn(op, shape, threads, dtype, llc, budget, emit_chan)
-                        except Exception as e:  # a peer lacking an op is reported, not fatal
-                            print(f"peers.py: {name} {op} {dname} {list(shape)}: {e}", file=sys.stderr)
+                    try:
+                        fn(op, shape, threads, dtype, llc, budget, emit_chan)
+                    except Exception as e:  # a peer lacking an op is reported, not fatal
+                        print(f"peers.py: {name} {op} {dname} {list(shape)}: {e}", file=sys.stderr)
     tmp = args.out + ".tmp"
     try:
         with open(tmp, "w") as f:
@@ -464,7 +482,7 @@ def main():
         sys.exit(f"peers.py: cannot write {args.out}: {e.strerror}")
 
 
-ALL_OPS = ["layer_norm", "rms_norm"] + CHAN_OPS
+ALL_OPS = ["layer_norm", "rms_norm"] + CHAN_OPS + NHWC_OPS
 
 
 def parse_options(ap, args):

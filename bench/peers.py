@@ -87,16 +87,7 @@ def copy_bandwidth(threads):
 
 def time_rotating(sets, call, min_calls, min_time):
     """Median seconds of one call, rotating over `sets` after one warm-up each."""
-    for s in sets:
-        call(s)
-    times, start, i = [], time.perf_counter(), 0
-    while len(times) < 400 and (len(times) < min_calls or time.perf_counter() - start < min_time):
-        s = sets[i % len(sets)]
-        t0 = time.perf_counter()
-        call(s)
-        times.append(time.perf_counter() - t0)
-        i += 1
-    return statistics.median(times)
+    return time_prepared(sets, lambda s: s, call, min_calls, min_time)
 
 
 def time_prepared(sets, prepare, call, min_calls, min_time):
@@ -126,16 +117,21 @@ def minimal_bytes(op, pas, rows, n, itemsize):
     return 2 * big + nb + rb if pas == "fwd" else 3 * big + rb + 2 * nb
 
 
-def chan_minimal_bytes(op, shape, itemsize):
-    """Forward bytes of a per-channel op, counted as `normkit bench` counts them."""
+def chan_minimal_bytes(op, shape, itemsize, pas="fwd"):
+    """Bytes of a per-channel op on (N, C, H, W) `shape`, counted as `normkit
+    bench` counts them: each tensor read or written once. Backward: `x` and
+    `dy` read, `dx` written; the saved statistics and the weight read;
+    `dweight` and `dbias` written."""
     n, c = shape[0], shape[1]
     big, cb = math.prod(shape) * itemsize, c * itemsize
+    stats = {"group_norm": n * GROUPS, "instance_norm": n * c}.get(op, c) * itemsize
+    if pas == "bwd":
+        return 3 * big + 2 * stats + 3 * cb
     if op in ("batch_norm_train", "batch_norm_eval"):
         return 2 * big + 4 * cb
     if op == "batch_norm_folded":
         return 2 * big + 2 * cb
-    groups = GROUPS if op == "group_norm" else c
-    return 2 * big + 2 * cb + 2 * n * groups * itemsize
+    return 2 * big + 2 * cb + 2 * stats
 
 
 def ort_options(threads):
@@ -281,12 +277,10 @@ def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
         train = base == "batch_norm_train"
         saved = [aten.native_batch_norm(x, w, b, rm.clone(), rv.clone(), train, 0.1, 1e-5)[1:] for x in xs]
         bwd = lambda s: aten.native_batch_norm_backward(s[1], s[0], w, rm, rv, s[2][0], s[2][1], train, 1e-5, mask)
-        stats = c
     elif base == "group_norm":
         hw = math.prod(nchw[2:])
         saved = [aten.native_group_norm(x, w, b, n, c, hw, GROUPS, 1e-5)[1:] for x in xs]
         bwd = lambda s: aten.native_group_norm_backward(s[1], s[0], s[2][0], s[2][1], w, n, c, hw, GROUPS, mask)
-        stats = n * GROUPS
     else:
         # F.instance_norm is batch_norm on the (1, N*C, ...) view with the
         # affine parameters repeated N times; autograd then sums the repeated
@@ -301,10 +295,8 @@ def bench_torch_chan(op, shape, threads, dtype, llc, budget, emit):
             )
             return dx.view(nchw), dwr.view(n, c).sum(0), dbr.view(n, c).sum(0)
 
-        stats = n * c
-    big, cb, sb = numel * itemsize, c * itemsize, stats * itemsize
     median = time_rotating(list(zip(xs, dys, saved)), bwd, *budget)
-    emit(op, "bwd", "alloc", shape, median, 3 * big + 2 * sb + 3 * cb)
+    emit(op, "bwd", "alloc", shape, median, chan_minimal_bytes(base, nchw, itemsize, "bwd"))
 
 
 def ort_session(op, n, eps, threads, dtype):

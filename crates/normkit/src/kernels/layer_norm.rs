@@ -60,7 +60,11 @@
 //! 15. the statistics sweep adding lane groups in pairs, one accumulator
 //!     step per 32 values (`simd::MomentsSweep`): in cache 0.165-0.171 ->
 //!     0.151-0.153 ns per element at `n = 4096`; `normkit bench --quick`,
-//!     one thread, eight alternating rounds, 2-4% faster at each shape.
+//!     one thread, eight alternating rounds, 2-4% faster at each shape;
+//! 16. backward: sweep 2 over two rows of a group at a time, the parameter
+//!     sums loaded and stored once per pair (`row_backward::narrow_pair_chunk`,
+//!     the same bits): one thread `[8192,4096]` 15.2 -> 14.1 ms, `[8192,768]`
+//!     2.70 -> 2.50 (medians of eight alternating rounds).
 //!
 //! The rest of the gap to the memory floor: see the README's "Performance".
 

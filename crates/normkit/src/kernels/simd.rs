@@ -530,6 +530,25 @@ impl<T: Float> StagingBuffer<T> {
     }
 }
 
+/// Two staging buffers for kernels that compute two rows' chunks at once, at
+/// offsets 2048 and 3072 of their 4 KiB for `f32` (the two offsets found fast
+/// for [`StagingBuffer`]; for `f64` the second starts a 4 KiB further on).
+#[repr(C, align(4096))]
+pub(crate) struct StagingPair<T>([u8; 2048], [T; CHUNK], [T; CHUNK]);
+
+impl<T: Float> StagingPair<T> {
+    #[inline(always)]
+    pub(crate) fn new() -> Self {
+        StagingPair([0; 2048], [T::default(); CHUNK], [T::default(); CHUNK])
+    }
+
+    /// The two buffers.
+    #[inline(always)]
+    pub(crate) fn split(&mut self) -> (&mut [T; CHUNK], &mut [T; CHUNK]) {
+        (&mut self.1, &mut self.2)
+    }
+}
+
 impl<T> std::ops::Deref for StagingBuffer<T> {
     type Target = [T; CHUNK];
     #[inline(always)]

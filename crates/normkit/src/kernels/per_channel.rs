@@ -441,7 +441,7 @@ pub(crate) fn train_forward_by_channel<T: Float>(
                         let xr = &x[(o * channels + c) * inner..][..inner];
                         for range in simd::line_chunks(yr) {
                             let (xc, yc) = (&xr[range.clone()], &mut yr[range]);
-                            let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+                            let out = simd::out_chunk(&mut *yc, &mut buf, stream);
                             normalize_run(xc, out, fast, (mean, scale, bias));
                             if stream {
                                 simd::stream_copy(yc, &buf[..xc.len()]);
@@ -585,7 +585,7 @@ pub(crate) fn train_backward_by_channel<T: Float>(
                         let (xr, dyr) = (&x[at..at + inner], &dy[at..at + inner]);
                         for range in simd::line_chunks(dxr) {
                             let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range]);
-                            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                            let out = simd::out_chunk(&mut *dxc, &mut buf, stream);
                             for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
                                 *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));
                             }
@@ -721,7 +721,7 @@ pub(crate) fn apply<T: Float>(
                         for range in simd::line_chunks(yr) {
                             let (xc, yc) = (&xr[range.clone()], &mut yr[range]);
                             simd::prefetch_ahead(xc);
-                            let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+                            let out = simd::out_chunk(&mut *yc, &mut buf, stream);
                             normalize_run(xc, out, fast[c], params);
                             if stream {
                                 simd::stream_copy(yc, &buf[..xc.len()]);
@@ -753,7 +753,7 @@ pub(crate) fn apply<T: Float>(
                     let j = range.start % cols;
                     let (xc, yc) = (&x[range.clone()], &mut y[range]);
                     simd::prefetch_ahead(xc);
-                    let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+                    let out = simd::out_chunk(&mut *yc, &mut buf, stream);
                     match &fast_cols {
                         Some(f) => f.apply_shift_from(j, xc, &cb_t[j..], out),
                         None => {
@@ -870,7 +870,7 @@ pub(crate) fn backward_sums<T: Float>(
                     let Some((ck, dxc)) = ck.as_ref().zip(dx.get_mut(range.clone())) else {
                         continue;
                     };
-                    let (k, out) = (&ck[range.start % cols..], if stream { &mut buf[..xc.len()] } else { &mut *dxc });
+                    let (k, out) = (&ck[range.start % cols..], simd::out_chunk(&mut *dxc, &mut buf, stream));
                     for ((o, &g), &k) in out.iter_mut().zip(dyc).zip(k) {
                         *o = T::from_acc(k * g.to_acc());
                     }
@@ -915,7 +915,7 @@ fn scale_into<T: Float>(dx: &mut [T], dy: &[T], k: T::Acc, buf: &mut [T; simd::C
     for range in simd::line_chunks(dx) {
         let (dxc, dyc) = (&mut dx[range.clone()], &dy[range]);
         simd::prefetch_ahead(dyc);
-        let out = if stream { &mut buf[..dyc.len()] } else { &mut *dxc };
+        let out = simd::out_chunk(&mut *dxc, buf, stream);
         for (o, &g) in out.iter_mut().zip(dyc) {
             *o = T::from_acc(k * g.to_acc());
         }
@@ -957,7 +957,7 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
                             let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range]);
                             simd::prefetch_ahead(xc);
                             simd::prefetch_ahead(dyc);
-                            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                            let out = simd::out_chunk(&mut *dxc, &mut buf, stream);
                             for ((o, &v), &g) in out.iter_mut().zip(xc).zip(dyc) {
                                 *o = T::from_acc(grad(v.to_acc(), g.to_acc(), p));
                             }
@@ -997,7 +997,7 @@ pub(crate) fn train_dx<T: Float>(dy: &[T], x: &[T], layout: ChannelLayout, coef:
                     simd::prefetch_ahead(xc);
                     simd::prefetch_ahead(dyc);
                     let n = xc.len();
-                    let out = if stream { &mut buf[..n] } else { &mut *dxc };
+                    let out = simd::out_chunk(&mut *dxc, &mut buf, stream);
                     let (out, dyc) = (&mut out[..n], &dyc[..n]);
                     let (cm, cs, ck, cmd) = (&cm[j..j + n], &cs[j..j + n], &ck[j..j + n], &cmd[j..j + n]);
                     for i in 0..n {

@@ -99,7 +99,7 @@ pub(crate) fn forward<T: Float>(
                         let fast = Standardize::<T>::new(mu, rs, scale);
                         for range in simd::line_chunks(yr) {
                             let (xc, yc) = (&xr[range.clone()], &mut yr[range]);
-                            let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+                            let out = simd::out_chunk(&mut *yc, &mut buf, stream);
                             normalize_run(xc, out, fast, (mu, scale, shift));
                             if stream {
                                 simd::stream_copy(yc, &buf[..xc.len()]);
@@ -181,7 +181,7 @@ pub(crate) fn backward<T: Float>(
                         let w = super::param_at(weight, c0 + k, T::Acc::one());
                         for range in simd::line_chunks(dxr) {
                             let (xc, dyc, dxc) = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range]);
-                            let out = if stream { &mut buf[..xc.len()] } else { &mut *dxc };
+                            let out = simd::out_chunk(&mut *dxc, &mut buf, stream);
                             match narrow {
                                 Some(xhat) => {
                                     let w = T::from_acc(w);

@@ -85,7 +85,7 @@ fn forward_rows<T: Float>(
             x.get((i + 1) * n..(i + 2) * n).map(|next| simd::SweepAhead::new(next, simd::SumSquaresSweep::new()));
         for range in simd::line_chunks(yr) {
             let (xc, yc) = (&xr[range.clone()], &mut yr[range.clone()]);
-            let out = if stream { &mut buf[..xc.len()] } else { &mut *yc };
+            let out = simd::out_chunk(&mut *yc, &mut buf, stream);
             // The weight was checked to hold `n` values.
             let wc = weight.map(|w| &w[range]);
             normalize_chunk(xc, out, wc, fast, rs);

@@ -187,42 +187,32 @@ fn backward_rows<T: Float>(
     for (gi, ((xg, dyg), dxg)) in groups.enumerate() {
         // Sweep 1, from memory: the group's coefficients.
         let coef = CoefAhead::new(b, gi * group, group).finish();
+        let narrow = coef.map(narrow_parts);
+        let rows_in_group = xg.len() / n;
         // Sweep 2, from cache: dx and the parameter terms, chunk by chunk.
         // Chunks on the cache lines of the group's first `dx` row (of every
         // row when a row is whole lines).
         for range in simd::line_chunks(&dxg[..n]) {
             let w = b.weight.map_or(&ones[..range.len()], |w| &w[range.clone()]);
-            let rows = xg.chunks_exact(n).zip(dyg.chunks_exact(n)).zip(dxg.chunks_exact_mut(n)).zip(&coef);
-            let mut rows = rows.peekable();
-            while let Some((((xr, dyr), dxr), &cf)) = rows.next() {
-                let chunk = (&xr[range.clone()], &dyr[range.clone()], &mut dxr[range.clone()]);
+            // Two narrow rows at a time: their parameter terms go through the
+            // sums with one load and one store (`narrow_pair_chunk`).
+            let mut i = 0;
+            while i < rows_in_group {
+                let (x0, dy0) = (&xg[i * n..][range.clone()], &dyg[i * n..][range.clone()]);
+                let sums = (&mut sum_dw[..range.len()], &mut sum_db[..range.len()]);
                 let (buf, buf2) = bufs.split();
-                // Two narrow rows at a time: their parameter terms go through
-                // the sums with one load and one store (`narrow_pair_chunk`).
-                let second = match narrow_parts(cf) {
-                    Some(_) => rows.next_if(|(_, next)| narrow_parts(**next).is_some()),
-                    None => None,
-                };
-                let Some((((xr2, dyr2), dxr2), &cf2)) = second else {
-                    let sums = (&mut sum_dw[..range.len()], &mut sum_db[..range.len()]);
+                let next = if i + 1 < rows_in_group { narrow[i + 1] } else { None };
+                if let (Some(c0), Some(c1)) = (narrow[i], next) {
+                    let (dx0, dx1) = dxg[i * n..(i + 2) * n].split_at_mut(n);
+                    let (x1, dy1) = (&xg[(i + 1) * n..][range.clone()], &dyg[(i + 1) * n..][range.clone()]);
+                    let rows = ((x0, dy0, &mut dx0[range.clone()]), (x1, dy1, &mut dx1[range.clone()]));
+                    sweep2_pair(rows, w, [c0, c1], sums, stream.then_some((buf, buf2)));
+                    i += 2;
+                } else {
+                    let chunk = (x0, dy0, &mut dxg[i * n..][range.clone()]);
                     let params = (w, dw.as_deref_mut(), db.as_deref_mut());
-                    sweep2_chunk(chunk, range.clone(), cf, sums, params, stream.then_some(buf));
-                    continue;
-                };
-                let chunk2 = (&xr2[range.clone()], &dyr2[range.clone()], &mut dxr2[range.clone()]);
-                match (narrow_parts(cf), narrow_parts(cf2)) {
-                    (Some(c0), Some(c1)) => {
-                        let sums = (&mut sum_dw[..range.len()], &mut sum_db[..range.len()]);
-                        sweep2_pair(chunk, chunk2, w, [c0, c1], sums, stream.then_some((buf, buf2)));
-                    }
-                    // Not reached (both rows were checked narrow), but correct.
-                    _ => {
-                        for (ch, c) in [(chunk, cf), (chunk2, cf2)] {
-                            let sums = (&mut sum_dw[..range.len()], &mut sum_db[..range.len()]);
-                            let params = (w, dw.as_deref_mut(), db.as_deref_mut());
-                            sweep2_chunk(ch, range.clone(), c, sums, params, stream.then_some(&mut *buf));
-                        }
-                    }
+                    sweep2_chunk(chunk, range.clone(), coef[i], sums, params, stream.then_some(buf));
+                    i += 1;
                 }
             }
             // `dw` and `db` were checked to hold `n` values.
@@ -576,12 +566,14 @@ fn narrow_parts<T: Float>(coef: RowCoef<T>) -> Option<NarrowCoef<T>> {
     }
 }
 
+/// The same chunk of two rows' `(x, dy, dx)`.
+type PairRefs<'a, T> = ((&'a [T], &'a [T], &'a mut [T]), (&'a [T], &'a [T], &'a mut [T]));
+
 /// [`sweep2_chunk`] for two consecutive [`RowCoef::Narrow`] rows of a group
 /// over the same chunk, through one staging buffer each when streaming.
 #[inline(always)]
 fn sweep2_pair<T: Float>(
-    (x0, dy0, dx0): (&[T], &[T], &mut [T]),
-    (x1, dy1, dx1): (&[T], &[T], &mut [T]),
+    ((x0, dy0, dx0), (x1, dy1, dx1)): PairRefs<'_, T>,
     w: &[T],
     coefs: [NarrowCoef<T>; 2],
     sums: (&mut [T], &mut [T]),

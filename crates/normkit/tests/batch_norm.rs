@@ -721,3 +721,45 @@ fn folding_refuses_a_bad_eps() {
         assert!(bn.fold_into_affine().is_err(), "eps {eps}");
     }
 }
+
+/// `f64` channels whose squared deviations leave `f64`'s range (spreads
+/// beyond about 1e154, or below about 1e-154 with `eps = 0`), channel axis 1
+/// (runs) and last (columns): each scaled by a power of two normalizes as the
+/// unscaled input does (the saved mean and `rstd` scaled, `y` the same, `dx`
+/// scaled as `rstd`). Until 2026-12-04: NaN above, ±inf below. The batch's
+/// moments (and so the running variance) cannot hold such a variance.
+#[test]
+fn f64_channels_beyond_the_range_of_squares_normalize_as_scaled_copies() {
+    let seed: u64 = rand::random();
+    for (shape, axis) in [([4usize, 3, 29], 1isize), ([4, 29, 3], -1)] {
+        let len = shape.iter().product();
+        let mut x0 = random_vec(len, seed, 0.0, 1.0);
+        x0.iter_mut().step_by(7).for_each(|v| *v += 1e5); // spread far from the mean
+        let dy = t64(&shape, &random_vec(len, seed ^ 1, 0.25, 1.0));
+        let w = t64(&[3], &[0.5, 1.25, -2.0]);
+        let run = |x: &[f64]| {
+            let xt = t64(&shape, x);
+            let out = ops::batch_norm_train(xt.view(), axis, Some(w.view()), Some(w.view()), 0.0).unwrap();
+            let (m, r) = (out.save_mean.view(), out.save_rstd.view());
+            let g = ops::batch_norm_backward(dy.view(), xt.view(), axis, m, r, Some(w.view()), true).unwrap();
+            let dw = g.dweight.map(|t| t.data().to_vec()).unwrap_or_default();
+            let (mean, rstd) = (out.save_mean.data().to_vec(), out.save_rstd.data().to_vec());
+            (out.y.data().to_vec(), mean, rstd, g.dx.data().to_vec(), dw)
+        };
+        let base = run(&x0);
+        for k in [600, 1000, -600, -1000] {
+            let s = 2f64.powi(k);
+            let xs: Vec<f64> = x0.iter().map(|v| v * s).collect();
+            let (y, mean, rstd, dx, dw) = run(&xs);
+            let scaled = |v: &[f64], by: f64| v.iter().map(|a| a * by).collect::<Vec<_>>();
+            let what = |name: &str| format!("axis {axis}, 2^{k}, {name}, seed {seed}");
+            assert_close(&what("y"), &y, &base.0, 1e-12, 1e-12);
+            // The mean to 1e-14 of the largest value (1e5).
+            assert_close(&what("mean / 2^k"), &scaled(&mean, 1.0 / s), &base.1, 1e-9, 1e-14);
+            assert_close(&what("rstd * 2^k"), &scaled(&rstd, s), &base.2, 0.0, 1e-12);
+            let dx_scale = base.3.iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert_close(&what("dx * 2^k"), &scaled(&dx, s), &base.3, 1e-12 * dx_scale, 1e-11);
+            assert_close(&what("dweight"), &dw, &base.4, 1e-10, 1e-11);
+        }
+    }
+}

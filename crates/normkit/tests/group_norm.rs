@@ -788,3 +788,43 @@ fn f32_backward_with_dy_whose_f32_sums_overflow() {
     kernels::layer_norm_backward(&dy, &x, len, &m, &r, None, grads).unwrap();
     check("layer_norm", &dx);
 }
+
+/// `f64` groups whose squared deviations leave `f64`'s range (spreads beyond
+/// about 1e154, or below about 1e-154 with `eps = 0`): each scaled by a power
+/// of two normalizes as the unscaled group does (mean and `rstd` scaled, `y`
+/// the same; the backward's `dx` scales as `rstd`). GroupNorm and
+/// InstanceNorm; until 2026-12-04 they gave NaN above and ±inf below.
+#[test]
+fn f64_groups_beyond_the_range_of_squares_normalize_as_scaled_copies() {
+    let seed: u64 = rand::random();
+    let shape = [2usize, 6, 37];
+    let len = shape.iter().product();
+    let mut x0 = random_vec(len, seed, 0.0, 1.0);
+    x0[6 * 37..].iter_mut().for_each(|v| *v += 1e6); // sample 1 far from zero
+    let dy = t64(&shape, &random_vec(len, seed ^ 1, 0.25, 1.0));
+    let w = t64(&[6], &random_vec(6, seed ^ 2, 1.0, 0.5));
+    let run = |x: &[f64], groups: usize| {
+        let xt = t64(&shape, x);
+        let out = ops::group_norm(xt.view(), groups, Some(w.view()), Some(w.view()), 0.0).unwrap();
+        let saved = (out.mean.view(), out.rstd.view());
+        let g = ops::group_norm_backward(dy.view(), xt.view(), groups, saved, Some(w.view()), true).unwrap();
+        let d = |t: Option<Tensor<f64>>| t.map(|t| t.data().to_vec()).unwrap_or_default();
+        (out.y.data().to_vec(), out.mean.data().to_vec(), out.rstd.data().to_vec(), g.dx.data().to_vec(), d(g.dweight))
+    };
+    for groups in [2, 6] {
+        let base = run(&x0, groups);
+        for k in [600, 1000, -600, -1000] {
+            let s = 2f64.powi(k);
+            let xs: Vec<f64> = x0.iter().map(|v| v * s).collect();
+            let (y, mean, rstd, dx, dw) = run(&xs, groups);
+            let scaled = |v: &[f64], by: f64| v.iter().map(|a| a * by).collect::<Vec<_>>();
+            let what = |name: &str| format!("{groups} groups, 2^{k}, {name}, seed {seed}");
+            assert_close(&what("y"), &y, &base.0, 1e-12, 1e-12);
+            assert_close(&what("mean / 2^k"), &scaled(&mean, 1.0 / s), &base.1, 1e-14, 1e-14);
+            assert_close(&what("rstd * 2^k"), &scaled(&rstd, s), &base.2, 0.0, 1e-12);
+            let dx_scale = base.3.iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert_close(&what("dx * 2^k"), &scaled(&dx, s), &base.3, 1e-12 * dx_scale, 1e-11);
+            assert_close(&what("dweight"), &dw, &base.4, 1e-10, 1e-11);
+        }
+    }
+}

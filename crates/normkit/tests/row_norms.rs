@@ -788,3 +788,61 @@ fn module_options_follow_pytorch() {
     assert_eq!(RmsNorm::<f64>::new(&[4]).unwrap().eps_value(), f64::EPSILON);
     assert!(RmsNorm::<f64>::new(&[4]).unwrap().elementwise_affine(false).weight.is_none());
 }
+
+/// `f64` rows whose squared deviations leave `f64`'s range: spreads beyond
+/// about 1e154 (the squares overflow) or, with `eps = 0`, below about 1e-154
+/// (they underflow). Scaling a row by a power of two scales its mean by the
+/// same power, its `rstd` by the inverse, and leaves `y` as it was (exactly,
+/// with `eps = 0`), so each scaled row is checked against the unscaled one;
+/// the backward's `dx` scales as `rstd`, `dweight` and `dbias` not at all.
+/// Until 2026-12-04 LayerNorm gave NaN above and ±inf below, RMSNorm 0 above.
+#[test]
+fn f64_rows_beyond_the_range_of_squares_normalize_as_scaled_copies() {
+    let seed: u64 = rand::random();
+    let (rows, n) = (3, 257);
+    // Rows about 0, about 1e6 (spread 1) and a row with one outlier.
+    let mut x0 = random_vec(rows * n, seed, 0.0);
+    x0[n..2 * n].iter_mut().for_each(|v| *v += 1e6);
+    x0[2 * n + 5] = 1e4;
+    let dy = random_vec(rows * n, seed ^ 1, 0.25);
+    let w = random_vec(n, seed ^ 2, 1.0);
+    let ln = |x: &[f64]| {
+        let (mut y, mut mean, mut rstd) = (vec![0.0; rows * n], vec![0.0; rows], vec![0.0; rows]);
+        kernels::layer_norm_forward(x, n, Affine::new(&w, &w), 0.0, &mut y, &mut mean, &mut rstd).unwrap();
+        let (mut dx, mut dw, mut db) = (vec![0.0; rows * n], vec![0.0; n], vec![0.0; n]);
+        let g = Grads { dx: &mut dx, dweight: Some(&mut dw), dbias: Some(&mut db) };
+        kernels::layer_norm_backward(&dy, x, n, &mean, &rstd, Some(&w), g).unwrap();
+        (y, mean, rstd, dx, dw, db)
+    };
+    let rms = |x: &[f64]| {
+        let (mut y, mut rstd) = (vec![0.0; rows * n], vec![0.0; rows]);
+        kernels::rms_norm_forward(x, n, Some(&w), 0.0, &mut y, &mut rstd).unwrap();
+        let (mut dx, mut dw) = (vec![0.0; rows * n], vec![0.0; n]);
+        kernels::rms_norm_backward(&dy, x, n, &rstd, Some(&w), &mut dx, Some(&mut dw)).unwrap();
+        (y, rstd, dx, dw)
+    };
+    let (ln0, rms0) = (ln(&x0), rms(&x0));
+    for k in [600, 1000, -600, -1000] {
+        let s = 2f64.powi(k);
+        let xs: Vec<f64> = x0.iter().map(|v| v * s).collect();
+        let scaled = |v: &[f64], by: f64| v.iter().map(|a| a * by).collect::<Vec<_>>();
+        let what = |name: &str| format!("2^{k} {name}, seed {seed}");
+        let (y, mean, rstd, dx, dw, db) = ln(&xs);
+        assert_close(&what("LN y"), &y, &ln0.0, 1e-12, 1e-12);
+        // The mean to 1e-14 of the row's values (1 here; 1e4 in the outlier
+        // row, 1e6 in the offset one): a mean that cancels to 3e-3 carries
+        // the rounding of values near 1.
+        assert_close(&what("LN mean / 2^k"), &scaled(&mean, 1.0 / s), &ln0.1, 1e-14 * 1e4, 1e-14);
+        assert_close(&what("LN rstd * 2^k"), &scaled(&rstd, s), &ln0.2, 0.0, 1e-12);
+        let dx_scale = ln0.3.iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert_close(&what("LN dx * 2^k"), &scaled(&dx, s), &ln0.3, 1e-12 * dx_scale, 1e-11);
+        assert_close(&what("LN dweight"), &dw, &ln0.4, 1e-10, 1e-11);
+        assert_close(&what("LN dbias"), &db, &ln0.5, 0.0, 0.0);
+        let (y, rstd, dx, dw) = rms(&xs);
+        assert_close(&what("RMS y"), &y, &rms0.0, 1e-12, 1e-12);
+        assert_close(&what("RMS rstd * 2^k"), &scaled(&rstd, s), &rms0.1, 0.0, 1e-12);
+        let dx_scale = rms0.2.iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert_close(&what("RMS dx * 2^k"), &scaled(&dx, s), &rms0.2, 1e-12 * dx_scale, 1e-11);
+        assert_close(&what("RMS dweight"), &dw, &rms0.3, 1e-10, 1e-11);
+    }
+}

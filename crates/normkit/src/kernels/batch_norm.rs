@@ -24,6 +24,7 @@
 //! memory, with the same bits.
 
 use super::per_channel;
+use super::rescale::mean_rstd_of;
 use super::{check_buf, check_eps, check_param, write_param_grads, Affine, Grads};
 use crate::error::{Error, Result};
 use crate::float::{AccFloat, Float};
@@ -187,11 +188,12 @@ pub fn batch_norm_forward_train<T: Float>(
         ));
     }
     check_buf("moments", moments.len(), layout.channels)?;
-    // Channel `c`'s `[mean, rstd, scale, shift]` from its moments.
+    // Channel `c`'s `[mean, rstd, scale, shift]` from its moments (rescued
+    // from the values when the variance left `T::Acc`'s range: `rescale`).
     let params = |c: usize, m: &Moments<T::Acc>| {
-        let rstd = (m.var_biased() + eps).sqrt().recip();
+        let (mean, rstd) = mean_rstd_of(|| channel_values(x, layout, c), m.mean(), m.var_biased(), eps);
         let scale = rstd * super::param_at(affine.weight, c, T::Acc::one());
-        [m.mean(), rstd, scale, super::param_at(affine.bias, c, T::Acc::zero())]
+        [mean, rstd, scale, super::param_at(affine.bias, c, T::Acc::zero())]
     };
     if !layout.is_empty() && per_channel::train_by_channel::<T>(layout) {
         // Statistics and normalization channel by channel, `x` read once.
@@ -209,6 +211,12 @@ pub fn batch_norm_forward_train<T: Float>(
         *r = T::from_acc(rstd);
     }
     Ok(())
+}
+
+/// The values of channel `c`, run by run (`outer` runs of `inner` values).
+fn channel_values<T: Float>(x: &[T], layout: ChannelLayout, c: usize) -> impl Iterator<Item = T> + '_ {
+    let (stride, inner) = (layout.channels * layout.inner, layout.inner);
+    (0..layout.outer).flat_map(move |o| x[o * stride + c * inner..][..inner].iter().copied())
 }
 
 /// Eval-mode forward with fixed (running) statistics:

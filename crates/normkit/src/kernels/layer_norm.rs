@@ -68,12 +68,12 @@
 //!
 //! The rest of the gap to the memory floor: see the README's "Performance".
 
+use super::rescale::mean_rstd;
 use super::row_backward::row_norm_backward;
 use super::simd::{self, CHUNK};
 use super::{check_buf, check_eps, rows_of, Affine, Grads, Standardize};
 use crate::error::Result;
 use crate::float::Float;
-use num_traits::Float as _;
 use rayon::prelude::*;
 
 /// LayerNorm forward over `x` viewed as `[rows, n]`:
@@ -151,8 +151,7 @@ fn forward_rows<T: Float>(
     let rows = y.chunks_exact_mut(n).zip(mean.iter_mut().zip(rstd.iter_mut()));
     for (i, (yr, (m, r))) in rows.enumerate() {
         let xr = &x[i * n..(i + 1) * n];
-        let mu = stats.mean() + simd::first_value(xr);
-        let rs = (stats.var_biased() + eps).sqrt().recip();
+        let (mu, rs) = mean_rstd(xr, stats.mean() + simd::first_value(xr), stats.var_biased(), eps);
         let mut ahead =
             x.get((i + 1) * n..(i + 2) * n).map(|next| simd::SweepAhead::new(next, simd::moments_sweep(next)));
         let staging = stream.then_some(&mut *buf);

@@ -21,6 +21,7 @@ mod layer_norm;
 mod lp_normalize;
 mod per_channel;
 mod per_group;
+mod rescale;
 mod rms_norm;
 mod row_backward;
 mod simd;

@@ -11,6 +11,7 @@
 //! over the batch in sample order, so they do not depend on the split either.
 
 use super::group_norm::GroupLayout;
+use super::rescale::mean_rstd;
 use super::{normalize_run, row_backward, simd, Affine, Standardize};
 use crate::float::{AccFloat, Float};
 use num_traits::{Float as _, One as _, Zero as _};
@@ -47,7 +48,7 @@ pub(crate) fn stats<T: Float>(x: &[T], layout: GroupLayout, eps: T::Acc, out: &m
             || {
                 for (g, o) in x.chunks_exact(glen).zip(out.iter_mut()) {
                     let m = simd::row_moments(g);
-                    *o = (m.mean(), (m.var_biased() + eps).sqrt().recip());
+                    *o = mean_rstd(g, m.mean(), m.var_biased(), eps);
                 }
             },
         )
@@ -86,8 +87,7 @@ pub(crate) fn forward<T: Float>(
                 let mut m = simd::sweep_row(first_group, simd::moments_sweep(first_group));
                 for (j, (yg, st)) in y.chunks_exact_mut(glen).zip(stats.iter_mut()).enumerate() {
                     let xg = &x[j * glen..(j + 1) * glen];
-                    let mu = m.mean() + simd::first_value(xg);
-                    let rs = (m.var_biased() + eps).sqrt().recip();
+                    let (mu, rs) = mean_rstd(xg, m.mean() + simd::first_value(xg), m.var_biased(), eps);
                     *st = (mu, rs);
                     let next = x.get((j + 1) * glen..(j + 2) * glen);
                     let mut ahead = next.map(|g| simd::SweepAhead::new(g, simd::moments_sweep(g)));

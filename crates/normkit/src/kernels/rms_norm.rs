@@ -5,6 +5,7 @@
 //! rows over rayon, non-temporal stores for outputs larger than half the L3,
 //! and `dweight` partials per fixed block of rows added in block order.
 
+use super::rescale::rms_rstd;
 use super::row_backward::row_norm_backward;
 use super::simd;
 use super::{check_buf, check_eps, rows_of, Grads, Standardize};
@@ -77,7 +78,7 @@ fn forward_rows<T: Float>(
     let mut sum_sq = simd::sweep_row(first, simd::SumSquaresSweep::new());
     for (i, (yr, r)) in y.chunks_exact_mut(n).zip(rstd.iter_mut()).enumerate() {
         let xr = &x[i * n..(i + 1) * n];
-        let rs = (sum_sq * inv_n + eps).sqrt().recip();
+        let rs = rms_rstd(xr, sum_sq * inv_n, eps);
         // `x̂ = x · rstd` in the element type when `rstd` is in its range
         // (RMSNorm's `x̂` is LayerNorm's about a mean of 0).
         let fast = Standardize::<T>::new(T::Acc::zero(), rs, rs);

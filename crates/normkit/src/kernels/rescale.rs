@@ -1,0 +1,177 @@
+//! `rstd` for rows whose squared deviations leave the accumulator's range.
+//!
+//! The statistics sweeps sum `d = x − c` and `d²` in `T::Acc` (`f64`). For
+//! `f64` data that fails at both ends: deviations beyond about 1e154 square
+//! to infinity (the variance overflows, LayerNorm's outputs turn NaN and
+//! RMSNorm's 0), and deviations below about 1e-154 square to nothing (the
+//! variance underflows; with `eps = 0`, `rstd` turns infinite). `rstd` itself
+//! is representable in both cases. A row or group whose sums show either is
+//! summed again here, scaled by powers of two, which are exact:
+//!
+//! ```text
+//! x' = x · 2^-a      (the largest |x'| in [1, 2))
+//! m' = mean(x'),  d = (x' − m') · 2^-b   (the largest |d| in [1, 2))
+//! var'' = (Σd² − (Σd)²/n) / n            (the corrected two-pass formula)
+//! mean = m' · 2^a,   rstd = 2^-(a+b) / sqrt(var'' + eps · 2^-2(a+b))
+//! ```
+//!
+//! The rescue is taken only when the sweep's sums show the trouble (a variance
+//! not finite, or below 2^-960 with `eps` below 2^-900), so rows inside the
+//! range keep their bits; a row with a NaN or an infinity keeps the formula's
+//! result (NaN stays NaN); a row whose deviations are all zero keeps
+//! `rstd = 1/sqrt(eps)` (infinite when `eps = 0`, as in PyTorch). The check
+//! is one comparison per row: `kernel_probe` in cache, fastest of four runs,
+//! LayerNorm forward 0.152 -> 0.153 ns per element at `n = 768`, 0.132 ->
+//! 0.129 at 4096, RMSNorm 0.099 -> 0.098, GroupNorm 0.148 -> 0.146.
+
+use crate::float::{AccFloat, Float};
+use num_traits::{Float as _, Zero as _};
+
+/// `(mean, rstd)` of a row or group (`values`) from its swept `mean` and
+/// biased variance `var`: `rstd = 1/sqrt(var + eps)`, unless `var` overflowed
+/// or lost its bits to underflow (see the module docs).
+#[inline(always)]
+pub(crate) fn mean_rstd<T: Float>(values: &[T], mean: T::Acc, var: T::Acc, eps: T::Acc) -> (T::Acc, T::Acc) {
+    mean_rstd_of(|| values.iter().copied(), mean, var, eps)
+}
+
+/// [`mean_rstd`] of values that are not one slice (a BatchNorm channel):
+/// `values()` visits them, and is called only when the rescue is needed.
+#[inline(always)]
+pub(crate) fn mean_rstd_of<T: Float, I: Iterator<Item = T>>(
+    values: impl Fn() -> I,
+    mean: T::Acc,
+    var: T::Acc,
+    eps: T::Acc,
+) -> (T::Acc, T::Acc) {
+    if out_of_range(mean, var, eps) {
+        if let Some((m, r)) = rescaled(values, true, acc_to_f64(eps)) {
+            return (T::Acc::from_f64_lossy(m), T::Acc::from_f64_lossy(r));
+        }
+    }
+    (mean, (var + eps).sqrt().recip())
+}
+
+/// RMSNorm's `rstd = 1/sqrt(mean(x²) + eps)` of a row from its swept mean
+/// square `ms`, rescued as [`mean_rstd`] when `ms` overflowed or underflowed.
+#[inline(always)]
+pub(crate) fn rms_rstd<T: Float>(values: &[T], ms: T::Acc, eps: T::Acc) -> T::Acc {
+    if out_of_range(T::Acc::zero(), ms, eps) {
+        if let Some((_, r)) = rescaled(|| values.iter().copied(), false, acc_to_f64(eps)) {
+            return T::Acc::from_f64_lossy(r);
+        }
+    }
+    (ms + eps).sqrt().recip()
+}
+
+fn acc_to_f64<A: AccFloat>(v: A) -> f64 {
+    num_traits::ToPrimitive::to_f64(&v).unwrap_or(f64::NAN)
+}
+
+/// Whether `var` cannot be trusted: not finite (overflow, or a NaN to be
+/// kept), or below `2^-960`, where the squares of deviations under `2^-480`
+/// have lost bits, while `eps` is below `2^-900` and so does not dominate it.
+#[inline(always)]
+fn out_of_range<A: AccFloat>(mean: A, var: A, eps: A) -> bool {
+    let tiny_var = A::from_f64_lossy(2f64.powi(-960));
+    let tiny_eps = A::from_f64_lossy(2f64.powi(-900));
+    !(mean.is_finite() && var.is_finite()) || (var < tiny_var && eps < tiny_eps)
+}
+
+/// The module docs' recomputation in `f64`: `(mean, rstd)`, about the row's
+/// mean when `centered` and about 0 (RMSNorm) otherwise; `None` for a row
+/// with a non-finite value or no spread, whose formula result stands.
+#[cold]
+fn rescaled<T: Float, I: Iterator<Item = T>>(values: impl Fn() -> I, centered: bool, eps: f64) -> Option<(f64, f64)> {
+    let (mut largest, mut count) = (0f64, 0usize);
+    for v in values() {
+        largest = largest.max(v.to_f64().abs());
+        count += 1;
+    }
+    if !largest.is_finite() || largest == 0.0 {
+        return None;
+    }
+    let a = exponent(largest);
+    let scaled = |v: T| ldexp(v.to_f64(), -a);
+    let n = count as f64;
+    // A first mean of x' about its first value, then deviations from it; the
+    // second pass's Σd corrects the mean (and, in the variance, its square).
+    let c = values().next().map_or(0.0, scaled);
+    let mean_s = if centered { c + blocked_sum(values(), |v| scaled(v) - c) / n } else { 0.0 };
+    let spread = values().fold(0f64, |m, v| m.max((scaled(v) - mean_s).abs()));
+    if spread == 0.0 {
+        return None;
+    }
+    let b = exponent(spread);
+    let dev = |v: T| ldexp(scaled(v) - mean_s, -b);
+    let s2 = blocked_sum(values(), |v| dev(v) * dev(v));
+    let (mean_s, var) = if centered {
+        let s1 = blocked_sum(values(), dev);
+        (mean_s + ldexp(s1, b) / n, (s2 - s1 * (s1 / n)).max(0.0) / n)
+    } else {
+        (0.0, s2 / n)
+    };
+    // eps in the scaled units; so large that it swamps var'' (< 4): eps alone.
+    let k = a + b;
+    let eps_s = ldexp(eps, -2 * k);
+    let rstd = if eps_s.is_finite() { ldexp((var + eps_s).sqrt().recip(), -k) } else { eps.sqrt().recip() };
+    Some((ldexp(mean_s, a), rstd))
+}
+
+/// `Σ f(v)` in blocks of 256 values, the blocks' sums added in order: an error
+/// of about `(256 + len/256)·u` of the sum of magnitudes, not `len·u`.
+fn blocked_sum<T>(values: impl Iterator<Item = T>, f: impl Fn(T) -> f64) -> f64 {
+    let (mut total, mut block, mut in_block) = (0f64, 0f64, 0usize);
+    for v in values {
+        block += f(v);
+        in_block += 1;
+        if in_block == 256 {
+            (total, block, in_block) = (total + block, 0.0, 0);
+        }
+    }
+    total + block
+}
+
+/// `e` with `2^e <= v < 2^(e+1)`, for a finite `v > 0` (from its bits:
+/// `log2` rounds up just below a power of two).
+fn exponent(v: f64) -> i32 {
+    let bits = v.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        // Subnormal: the value is its mantissa times 2^-1074.
+        let mantissa = bits & ((1 << 52) - 1);
+        -1074 + (63 - mantissa.leading_zeros() as i32)
+    } else {
+        biased - 1023
+    }
+}
+
+/// `v · 2^k` for any `k` an `i32` can hold in range of the exponents here,
+/// in steps that stay representable (each step exact but the last).
+fn ldexp(mut v: f64, mut k: i32) -> f64 {
+    while k > 1000 {
+        v *= 2f64.powi(1000);
+        k -= 1000;
+    }
+    while k < -1000 {
+        v *= 2f64.powi(-1000);
+        k += 1000;
+    }
+    v * 2f64.powi(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldexp_and_exponent_cover_the_whole_range() {
+        assert_eq!(ldexp(1.0, 1500), f64::INFINITY);
+        assert_eq!(ldexp(ldexp(1.0, 1023), -2046), 2f64.powi(-1023));
+        assert_eq!(ldexp(3.0, -1074 - 1), 5e-324 * 2.0); // 1.5 · 2^-1074 rounds to even
+        for v in [5e-324, 3e-320, 2.2e-308, 0.75, 1.0, 1.5, 2.0 - 1e-16, 1e300, f64::MAX] {
+            let e = exponent(v);
+            assert!(ldexp(1.0, e) <= v && v < ldexp(2.0, e), "{v}: {e}");
+        }
+    }
+}

@@ -108,3 +108,39 @@ pub fn f32_normalize_tol(y: f64, b: f64, mean: f64, rstd: f64, w: f64) -> f64 {
     let u = f32::EPSILON as f64;
     0.5 * u * y.abs() + 2.0 * u * (y - b).abs() + 0.25 * u * u * mean.abs() * rstd * w.abs()
 }
+
+/// A forward and backward pass's outputs, for [`assert_scaled_copy`].
+pub struct NormRun {
+    pub y: Vec<f64>,
+    pub mean: Vec<f64>,
+    pub rstd: Vec<f64>,
+    pub dx: Vec<f64>,
+    pub dweight: Vec<f64>,
+}
+
+impl NormRun {
+    /// From an op's output `y`, its saved `mean` and `rstd`, and its backward.
+    pub fn of(y: &normkit::Tensor<f64>, saved: [&normkit::Tensor<f64>; 2], g: normkit::ops::NormGrads<f64>) -> Self {
+        NormRun {
+            y: y.data().to_vec(),
+            mean: saved[0].data().to_vec(),
+            rstd: saved[1].data().to_vec(),
+            dx: g.dx.data().to_vec(),
+            dweight: g.dweight.map(|t| t.data().to_vec()).unwrap_or_default(),
+        }
+    }
+}
+
+/// `got` is the run of `base`'s input scaled by `s` (a power of two): the same
+/// `y` and `dweight`, `mean` times `s` (to `mean_atol` absolute, in `base`'s
+/// units: a mean that cancels carries the rounding of the values), `rstd` and
+/// `dx` divided by `s`.
+pub fn assert_scaled_copy(what: &str, got: &NormRun, base: &NormRun, s: f64, mean_atol: f64) {
+    let scaled = |v: &[f64], by: f64| v.iter().map(|a| a * by).collect::<Vec<_>>();
+    assert_close(&format!("{what}: y"), &got.y, &base.y, 1e-12, 1e-12);
+    assert_close(&format!("{what}: mean / s"), &scaled(&got.mean, 1.0 / s), &base.mean, mean_atol, 1e-14);
+    assert_close(&format!("{what}: rstd * s"), &scaled(&got.rstd, s), &base.rstd, 0.0, 1e-12);
+    let dx_scale = base.dx.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert_close(&format!("{what}: dx * s"), &scaled(&got.dx, s), &base.dx, 1e-12 * dx_scale, 1e-11);
+    assert_close(&format!("{what}: dweight"), &got.dweight, &base.dweight, 1e-10, 1e-11);
+}

@@ -85,10 +85,14 @@ fn out_of_range<A: AccFloat>(mean: A, var: A, eps: A) -> bool {
 fn rescaled<T: Float, I: Iterator<Item = T>>(values: impl Fn() -> I, centered: bool, eps: f64) -> Option<(f64, f64)> {
     let (mut largest, mut count) = (0f64, 0usize);
     for v in values() {
-        largest = largest.max(v.to_f64().abs());
+        let v = v.to_f64();
+        if !v.is_finite() {
+            return None; // (`f64::max` would pass over a NaN)
+        }
+        largest = largest.max(v.abs());
         count += 1;
     }
-    if !largest.is_finite() || largest == 0.0 {
+    if largest == 0.0 {
         return None;
     }
     let a = exponent(largest);
@@ -163,6 +167,19 @@ fn ldexp(mut v: f64, mut k: i32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_with_a_nan_or_an_infinity_keeps_the_formula() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let row = [1e200, -1e200, bad, 3e199];
+            assert!(rescaled(|| row.iter().copied(), true, 0.0).is_none(), "{bad}");
+            let (mean, rstd) = mean_rstd(&row, f64::NAN, f64::NAN, 0.0);
+            assert!(mean.is_nan() && rstd.is_nan(), "{bad}: {mean} {rstd}");
+        }
+        // A constant row, and one of zeros, keep rstd = 1/sqrt(eps).
+        assert_eq!(mean_rstd(&[1e-300; 5], 1e-300, 0.0, 0.0), (1e-300, f64::INFINITY));
+        assert_eq!(rms_rstd(&[0.0f64; 5], 0.0, 0.0), f64::INFINITY);
+    }
 
     #[test]
     fn ldexp_and_exponent_cover_the_whole_range() {

@@ -723,33 +723,37 @@ fn folding_refuses_a_bad_eps() {
 }
 
 /// `f64` channels whose squared deviations leave `f64`'s range (spreads
-/// beyond about 1e154, or below about 1e-154 with `eps = 0`), channel axis 1
-/// (runs) and last (columns): each scaled by a power of two normalizes as the
+/// beyond about 1e154, or below about 1e-154 with `eps` below 2^-960),
+/// channel axis 1 (runs) and last (columns), and a shape large enough that,
+/// with two threads, the runs go channel by channel: scaled by a power of two
+/// `s` (and `eps` by `s²`, see `SCALES_AND_EPS`), each normalizes as the
 /// unscaled input does (the saved mean and `rstd` scaled, `y` the same, `dx`
 /// scaled as `rstd`). Until 2026-12-04: NaN above, ±inf below. The batch's
 /// moments (and so the running variance) cannot hold such a variance.
 #[test]
 fn f64_channels_beyond_the_range_of_squares_normalize_as_scaled_copies() {
     let seed: u64 = rand::random();
-    for (shape, axis) in [([4usize, 3, 29], 1isize), ([4, 29, 3], -1)] {
+    let two_threads = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for (shape, axis) in [(vec![4usize, 3, 29], 1isize), (vec![4, 29, 3], -1), (vec![4, 3, 8192], 1)] {
         let len = shape.iter().product();
-        let mut x0 = random_vec(len, seed, 0.0, 1.0);
-        x0.iter_mut().step_by(7).for_each(|v| *v += 1e5); // spread far from the mean
+        // About 1e3 with spread 1: the mean far from 0, and eps = 2^-10 moves y.
+        let mut x0 = random_vec(len, seed, 1e3, 1.0);
+        x0.iter_mut().step_by(7).for_each(|v| *v += 2.0);
         let dy = t64(&shape, &random_vec(len, seed ^ 1, 0.25, 1.0));
         let w = t64(&[3], &[0.5, 1.25, -2.0]);
-        let run = |x: &[f64]| {
+        let run = |x: &[f64], eps: f64| {
             let xt = t64(&shape, x);
-            let out = ops::batch_norm_train(xt.view(), axis, Some(w.view()), Some(w.view()), 0.0).unwrap();
+            let out = ops::batch_norm_train(xt.view(), axis, Some(w.view()), Some(w.view()), eps).unwrap();
             let (m, r) = (out.save_mean.view(), out.save_rstd.view());
             let g = ops::batch_norm_backward(dy.view(), xt.view(), axis, m, r, Some(w.view()), true).unwrap();
             NormRun::of(&out.y, [&out.save_mean, &out.save_rstd], g)
         };
-        let base = run(&x0);
-        for k in [600, 1000, -600, -1000] {
+        for (k, eps) in SCALES_AND_EPS {
             let s = 2f64.powi(k);
-            let got = run(&x0.iter().map(|v| v * s).collect::<Vec<_>>());
-            // The mean to 1e-14 of the largest value (1e5).
-            assert_scaled_copy(&format!("axis {axis}, 2^{k}, seed {seed}"), &got, &base, s, 1e-9);
+            let (base, got) = two_threads
+                .install(|| (run(&x0, eps), run(&x0.iter().map(|v| v * s).collect::<Vec<_>>(), eps * s * s)));
+            // The mean to 1e-14 of the values (1e3).
+            assert_scaled_copy(&format!("{shape:?} axis {axis}, 2^{k}, eps {eps}, seed {seed}"), &got, &base, s, 1e-11);
         }
     }
 }

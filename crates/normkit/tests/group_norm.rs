@@ -790,10 +790,12 @@ fn f32_backward_with_dy_whose_f32_sums_overflow() {
 }
 
 /// `f64` groups whose squared deviations leave `f64`'s range (spreads beyond
-/// about 1e154, or below about 1e-154 with `eps = 0`): each scaled by a power
-/// of two normalizes as the unscaled group does (mean and `rstd` scaled, `y`
-/// the same; the backward's `dx` scales as `rstd`). GroupNorm and
-/// InstanceNorm; until 2026-12-04 they gave NaN above and ±inf below.
+/// about 1e154, or below about 1e-154 with `eps` below 2^-960): scaled by a
+/// power of two `s` (and `eps` by `s²`, see `SCALES_AND_EPS`), each
+/// normalizes as the unscaled group does (mean and `rstd` scaled, `y` the
+/// same, `dx` scaled as `rstd`), and `group_norm_stats` gives the forward's
+/// statistics. GroupNorm and InstanceNorm; until 2026-12-04 they gave NaN
+/// above and ±inf below.
 #[test]
 fn f64_groups_beyond_the_range_of_squares_normalize_as_scaled_copies() {
     let seed: u64 = rand::random();
@@ -803,19 +805,23 @@ fn f64_groups_beyond_the_range_of_squares_normalize_as_scaled_copies() {
     x0[6 * 37..].iter_mut().for_each(|v| *v += 1e6); // sample 1 far from zero
     let dy = t64(&shape, &random_vec(len, seed ^ 1, 0.25, 1.0));
     let w = t64(&[6], &random_vec(6, seed ^ 2, 1.0, 0.5));
-    let run = |x: &[f64], groups: usize| {
+    let run = |x: &[f64], groups: usize, eps: f64| {
         let xt = t64(&shape, x);
-        let out = ops::group_norm(xt.view(), groups, Some(w.view()), Some(w.view()), 0.0).unwrap();
+        let out = ops::group_norm(xt.view(), groups, Some(w.view()), Some(w.view()), eps).unwrap();
+        let layout = GroupLayout::new(2, 6, 37, groups).unwrap();
+        let stats = kernels::group_norm_stats(x, layout, eps).unwrap();
+        let (mean, rstd): (Vec<f64>, Vec<f64>) = stats.into_iter().unzip();
+        assert_eq!((&mean[..], &rstd[..]), (out.mean.data(), out.rstd.data()), "group_norm_stats, seed {seed}");
         let saved = (out.mean.view(), out.rstd.view());
         let g = ops::group_norm_backward(dy.view(), xt.view(), groups, saved, Some(w.view()), true).unwrap();
         NormRun::of(&out.y, [&out.mean, &out.rstd], g)
     };
     for groups in [2, 6] {
-        let base = run(&x0, groups);
-        for k in [600, 1000, -600, -1000] {
+        for (k, eps) in SCALES_AND_EPS {
             let s = 2f64.powi(k);
-            let got = run(&x0.iter().map(|v| v * s).collect::<Vec<_>>(), groups);
-            assert_scaled_copy(&format!("{groups} groups, 2^{k}, seed {seed}"), &got, &base, s, 1e-14);
+            let base = run(&x0, groups, eps);
+            let got = run(&x0.iter().map(|v| v * s).collect::<Vec<_>>(), groups, eps * s * s);
+            assert_scaled_copy(&format!("{groups} groups, 2^{k}, eps {eps}, seed {seed}"), &got, &base, s, 1e-14);
         }
     }
 }

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 mod layers_support;
 // Compensated (Neumaier) sum: the reference's sums carry no rounding to speak of.
-use layers_support::{assert_scaled_copy, f32_normalize_tol, sum, NormRun};
+use layers_support::{assert_scaled_copy, f32_normalize_tol, sum, NormRun, SCALES_AND_EPS};
 
 // ---------------------------------------------------------------- references
 
@@ -790,12 +790,14 @@ fn module_options_follow_pytorch() {
 }
 
 /// `f64` rows whose squared deviations leave `f64`'s range: spreads beyond
-/// about 1e154 (the squares overflow) or, with `eps = 0`, below about 1e-154
-/// (they underflow). Scaling a row by a power of two scales its mean by the
-/// same power, its `rstd` by the inverse, and leaves `y` as it was (exactly,
-/// with `eps = 0`), so each scaled row is checked against the unscaled one;
-/// the backward's `dx` scales as `rstd`, `dweight` and `dbias` not at all.
-/// Until 2026-12-04 LayerNorm gave NaN above and ±inf below, RMSNorm 0 above.
+/// about 1e154 (the squares overflow) or, with `eps` below 2^-960, below about
+/// 1e-154 (they underflow). Scaling a row by `s`, a power of two, and `eps` by
+/// `s²` scales its mean by `s`, its `rstd` by `1/s` and leaves `y` as it was
+/// (to rounding), so each scaled row is checked against the unscaled one; the
+/// backward's `dx` scales as `rstd`, `dweight` and `dbias` not at all. `eps`
+/// is 0, or `2^-10` (it moves `y` by about a thousandth) where `eps·s²` is
+/// representable. Until 2026-12-04 LayerNorm gave NaN above and ±inf below,
+/// RMSNorm 0 above.
 #[test]
 fn f64_rows_beyond_the_range_of_squares_normalize_as_scaled_copies() {
     let seed: u64 = rand::random();
@@ -806,29 +808,30 @@ fn f64_rows_beyond_the_range_of_squares_normalize_as_scaled_copies() {
     x0[2 * n + 5] = 1e4;
     let dy = random_vec(rows * n, seed ^ 1, 0.25);
     let w = random_vec(n, seed ^ 2, 1.0);
-    let ln = |x: &[f64]| {
+    let ln = |x: &[f64], eps: f64| {
         let (mut y, mut mean, mut rstd) = (vec![0.0; rows * n], vec![0.0; rows], vec![0.0; rows]);
-        kernels::layer_norm_forward(x, n, Affine::new(&w, &w), 0.0, &mut y, &mut mean, &mut rstd).unwrap();
+        kernels::layer_norm_forward(x, n, Affine::new(&w, &w), eps, &mut y, &mut mean, &mut rstd).unwrap();
         let (mut dx, mut dweight, mut db) = (vec![0.0; rows * n], vec![0.0; n], vec![0.0; n]);
         let g = Grads { dx: &mut dx, dweight: Some(&mut dweight), dbias: Some(&mut db) };
         kernels::layer_norm_backward(&dy, x, n, &mean, &rstd, Some(&w), g).unwrap();
         (NormRun { y, mean, rstd, dx, dweight }, db)
     };
-    let rms = |x: &[f64]| {
+    let rms = |x: &[f64], eps: f64| {
         let (mut y, mut rstd) = (vec![0.0; rows * n], vec![0.0; rows]);
-        kernels::rms_norm_forward(x, n, Some(&w), 0.0, &mut y, &mut rstd).unwrap();
+        kernels::rms_norm_forward(x, n, Some(&w), eps, &mut y, &mut rstd).unwrap();
         let (mut dx, mut dweight) = (vec![0.0; rows * n], vec![0.0; n]);
         kernels::rms_norm_backward(&dy, x, n, &rstd, Some(&w), &mut dx, Some(&mut dweight)).unwrap();
         NormRun { y, mean: Vec::new(), rstd, dx, dweight }
     };
-    let ((ln0, db0), rms0) = (ln(&x0), rms(&x0));
-    for k in [600, 1000, -600, -1000] {
+    for (k, eps) in SCALES_AND_EPS {
         let s = 2f64.powi(k);
+        let ((ln0, db0), rms0) = (ln(&x0, eps), rms(&x0, eps));
         let xs: Vec<f64> = x0.iter().map(|v| v * s).collect();
-        let (got, db) = ln(&xs);
+        let (got, db) = ln(&xs, eps * s * s);
+        let what = |op: &str| format!("{op}, 2^{k}, eps {eps}, seed {seed}");
         // The mean to 1e-14 of the row's largest value (1e4, the outlier's).
-        assert_scaled_copy(&format!("LayerNorm, 2^{k}, seed {seed}"), &got, &ln0, s, 1e-10);
-        assert_eq!(db, db0, "LayerNorm dbias, 2^{k}, seed {seed}");
-        assert_scaled_copy(&format!("RMSNorm, 2^{k}, seed {seed}"), &rms(&xs), &rms0, s, 0.0);
+        assert_scaled_copy(&what("LayerNorm"), &got, &ln0, s, 1e-10);
+        assert_eq!(db, db0, "{}", what("LayerNorm dbias"));
+        assert_scaled_copy(&what("RMSNorm"), &rms(&xs, eps * s * s), &rms0, s, 0.0);
     }
 }

@@ -3,9 +3,11 @@
 //! The statistics sweeps sum `d = x − c` and `d²` in `T::Acc` (`f64`). For
 //! `f64` data that fails at both ends: deviations beyond about 1e154 square
 //! to infinity (the variance overflows, LayerNorm's outputs turn NaN and
-//! RMSNorm's 0), and deviations below about 1e-154 square to nothing (the
-//! variance underflows; with `eps = 0`, `rstd` turns infinite). `rstd` itself
-//! is representable in both cases. A row or group whose sums show either is
+//! RMSNorm's 0), and deviations below about 1e-154 square into subnormals or
+//! to nothing (the variance underflows; with `eps = 0`, `rstd` turns
+//! infinite). `rstd` itself is representable for spreads from about 2^-1023
+//! up (below that, `1/σ` overflows) and `x − mean` for values within
+//! `f64::MAX` of the mean. A row or group whose sums show either trouble is
 //! summed again here, scaled by powers of two, which are exact:
 //!
 //! ```text
@@ -16,7 +18,7 @@
 //! ```
 //!
 //! The rescue is taken only when the sweep's sums show the trouble (a variance
-//! not finite, or below 2^-960 with `eps` below 2^-900), so rows inside the
+//! not finite, or below 2^-1022 with `eps` below 2^-960), so rows inside the
 //! range keep their bits; a row with a NaN or an infinity keeps the formula's
 //! result (NaN stays NaN); a row whose deviations are all zero keeps
 //! `rstd = 1/sqrt(eps)` (infinite when `eps = 0`, as in PyTorch). The check
@@ -69,12 +71,14 @@ fn acc_to_f64<A: AccFloat>(v: A) -> f64 {
 }
 
 /// Whether `var` cannot be trusted: not finite (overflow, or a NaN to be
-/// kept), or below `2^-960`, where the squares of deviations under `2^-480`
-/// have lost bits, while `eps` is below `2^-900` and so does not dominate it.
+/// kept), or below `2^-1022` (the smallest normal `f64`) while `eps` is below
+/// `2^-960` and so does not swamp it. Above `2^-1022` the squares that fell
+/// into subnormals err by at most `2^-1075` each, `n·2^-1075` in all, under
+/// one rounding (`2^-53`) of `n·var`: the sweep's variance stands.
 #[inline(always)]
 fn out_of_range<A: AccFloat>(mean: A, var: A, eps: A) -> bool {
-    let tiny_var = A::from_f64_lossy(2f64.powi(-960));
-    let tiny_eps = A::from_f64_lossy(2f64.powi(-900));
+    let tiny_var = A::from_f64_lossy(2f64.powi(-1022));
+    let tiny_eps = A::from_f64_lossy(2f64.powi(-960));
     !(mean.is_finite() && var.is_finite()) || (var < tiny_var && eps < tiny_eps)
 }
 
@@ -150,8 +154,9 @@ fn exponent(v: f64) -> i32 {
     }
 }
 
-/// `v · 2^k` for any `k` an `i32` can hold in range of the exponents here,
-/// in steps that stay representable (each step exact but the last).
+/// `v · 2^k` for the exponents here (`|k|` up to a few thousand), in steps of
+/// at most `2^±1000`: exact while the result stays normal; a result below
+/// `2^-1022` is rounded, possibly twice when `k < -1000`.
 fn ldexp(mut v: f64, mut k: i32) -> f64 {
     while k > 1000 {
         v *= 2f64.powi(1000);

@@ -109,6 +109,14 @@ pub fn f32_normalize_tol(y: f64, b: f64, mean: f64, rstd: f64, w: f64) -> f64 {
     0.5 * u * y.abs() + 2.0 * u * (y - b).abs() + 0.25 * u * u * mean.abs() * rstd * w.abs()
 }
 
+/// Scales `2^k` and base `eps` for the tests of rows, groups and channels
+/// whose variance leaves `f64`'s range (the scaled run takes `eps · 4^k`):
+/// `eps = 0` at `2^±600` and `2^±1000`; `eps = 2^-10`, which moves `y` by
+/// about a thousandth, at `2^515` (variance beyond `2^1024`, `eps · 4^k =
+/// 2^1020`) and `2^-520` (variance below `2^-1022`, `eps · 4^k = 2^-1050`).
+pub const SCALES_AND_EPS: [(i32, f64); 6] =
+    [(600, 0.0), (1000, 0.0), (-600, 0.0), (-1000, 0.0), (515, 1.0 / 1024.0), (-520, 1.0 / 1024.0)];
+
 /// A forward and backward pass's outputs, for [`assert_scaled_copy`].
 pub struct NormRun {
     pub y: Vec<f64>,

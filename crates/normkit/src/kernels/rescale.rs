@@ -8,14 +8,20 @@
 //! infinite). `rstd` itself is representable for spreads from about 2^-1023
 //! up (below that, `1/σ` overflows) and `x − mean` for values within
 //! `f64::MAX` of the mean. A row or group whose sums show either trouble is
-//! summed again here, scaled by powers of two, which are exact:
+//! summed again here from its values scaled by a power of two, which is
+//! exact, so that the largest is near 1:
 //!
 //! ```text
-//! x' = x · 2^-a      (the largest |x'| in [1, 2))
-//! m' = mean(x'),  d = (x' − m') · 2^-b   (the largest |d| in [1, 2))
-//! var'' = (Σd² − (Σd)²/n) / n            (the corrected two-pass formula)
-//! mean = m' · 2^a,   rstd = 2^-(a+b) / sqrt(var'' + eps · 2^-2(a+b))
+//! x' = x · 2^-a                  (the largest |x'| in [1, 2))
+//! (mean', var') = the statistics of x' (`simd::row_moments`, as any row's)
+//! mean = mean' · 2^a,   rstd = 2^-a / sqrt(var' + eps · 2^-2a)
 //! ```
+//!
+//! Scaling by the largest value suffices at both ends: distinct values near
+//! the largest differ by at least its ulp, so a row that is not constant has
+//! `var' >= 2^-106 / n`, far above where squares underflow, and `|x'| < 2`
+//! keeps them far below overflow. The scaled copy is allocated (`n` values):
+//! this path runs only for rows that need it.
 //!
 //! The rescue is taken only when the sweep's sums show the trouble (a variance
 //! not finite, or below 2^-1022 with `eps` below 2^-960), so rows inside the
@@ -26,6 +32,7 @@
 //! LayerNorm forward 0.152 -> 0.153 ns per element at `n = 768`, 0.132 ->
 //! 0.129 at 4096, RMSNorm 0.099 -> 0.098, GroupNorm 0.148 -> 0.146.
 
+use super::simd;
 use crate::float::{AccFloat, Float};
 use num_traits::{Float as _, Zero as _};
 
@@ -87,57 +94,32 @@ fn out_of_range<A: AccFloat>(mean: A, var: A, eps: A) -> bool {
 /// with a non-finite value or no spread, whose formula result stands.
 #[cold]
 fn rescaled<T: Float, I: Iterator<Item = T>>(values: impl Fn() -> I, centered: bool, eps: f64) -> Option<(f64, f64)> {
-    let (mut largest, mut count) = (0f64, 0usize);
+    let mut largest = 0f64;
     for v in values() {
         let v = v.to_f64();
         if !v.is_finite() {
             return None; // (`f64::max` would pass over a NaN)
         }
         largest = largest.max(v.abs());
-        count += 1;
     }
     if largest == 0.0 {
         return None;
     }
     let a = exponent(largest);
-    let scaled = |v: T| ldexp(v.to_f64(), -a);
-    let n = count as f64;
-    // A first mean of x' about its first value, then deviations from it; the
-    // second pass's Σd corrects the mean (and, in the variance, its square).
-    let c = values().next().map_or(0.0, scaled);
-    let mean_s = if centered { c + blocked_sum(values(), |v| scaled(v) - c) / n } else { 0.0 };
-    let spread = values().fold(0f64, |m, v| m.max((scaled(v) - mean_s).abs()));
-    if spread == 0.0 {
+    let scaled: Vec<f64> = values().map(|v| ldexp(v.to_f64(), -a)).collect();
+    let (mean, var) = if centered {
+        let m = simd::row_moments(&scaled);
+        (m.mean(), m.var_biased())
+    } else {
+        (0.0, simd::sweep_row(&scaled, simd::SumSquaresSweep::new()) / scaled.len() as f64)
+    };
+    if var == 0.0 {
         return None;
     }
-    let b = exponent(spread);
-    let dev = |v: T| ldexp(scaled(v) - mean_s, -b);
-    let s2 = blocked_sum(values(), |v| dev(v) * dev(v));
-    let (mean_s, var) = if centered {
-        let s1 = blocked_sum(values(), dev);
-        (mean_s + ldexp(s1, b) / n, (s2 - s1 * (s1 / n)).max(0.0) / n)
-    } else {
-        (0.0, s2 / n)
-    };
-    // eps in the scaled units; so large that it swamps var'' (< 4): eps alone.
-    let k = a + b;
-    let eps_s = ldexp(eps, -2 * k);
-    let rstd = if eps_s.is_finite() { ldexp((var + eps_s).sqrt().recip(), -k) } else { eps.sqrt().recip() };
-    Some((ldexp(mean_s, a), rstd))
-}
-
-/// `Σ f(v)` in blocks of 256 values, the blocks' sums added in order: an error
-/// of about `(256 + len/256)·u` of the sum of magnitudes, not `len·u`.
-fn blocked_sum<T>(values: impl Iterator<Item = T>, f: impl Fn(T) -> f64) -> f64 {
-    let (mut total, mut block, mut in_block) = (0f64, 0f64, 0usize);
-    for v in values {
-        block += f(v);
-        in_block += 1;
-        if in_block == 256 {
-            (total, block, in_block) = (total + block, 0.0, 0);
-        }
-    }
-    total + block
+    // eps in the scaled units; so large that it swamps var' (< 4): eps alone.
+    let eps_s = ldexp(eps, -2 * a);
+    let rstd = if eps_s.is_finite() { ldexp((var + eps_s).sqrt().recip(), -a) } else { eps.sqrt().recip() };
+    Some((ldexp(mean, a), rstd))
 }
 
 /// `e` with `2^e <= v < 2^(e+1)`, for a finite `v > 0` (from its bits:
@@ -154,7 +136,7 @@ fn exponent(v: f64) -> i32 {
     }
 }
 
-/// `v · 2^k` for the exponents here (`|k|` up to a few thousand), in steps of
+/// `v · 2^k` for the exponents here (`|k|` up to about 2150), in steps of
 /// at most `2^±1000`: exact while the result stays normal; a result below
 /// `2^-1022` is rounded, possibly twice when `k < -1000`.
 fn ldexp(mut v: f64, mut k: i32) -> f64 {

@@ -11,7 +11,9 @@
 //! - `pages4`: from registers, blocks of four 4 KiB pages, one line of each
 //!   page in turn (glibc's pattern for large copies);
 //! - `reads4` / `writes4`: as `pages4`, but only the reads (or only the
-//!   writes) go four pages at a time, the other side in order.
+//!   writes) go four pages at a time, the other side in order;
+//! - `2in1out`: as `f32`, but `y = a·x + b·z` from two inputs, as a backward
+//!   pass reads `x` and `dy` (its GB/s count both reads and the write).
 //!
 //! Rounds alternate the forms, so a busy host slows them alike; read the
 //! quiet rounds.
@@ -24,8 +26,8 @@ use std::time::Instant;
 const LEN: usize = 32 << 20;
 const CHUNK: usize = 256;
 
-/// Median GB/s (bytes read plus written) of 11 calls of `f`.
-fn gbps(mut f: impl FnMut()) -> f64 {
+/// Median GB/s of 11 calls of `f`, which move `bytes` (read plus written).
+fn gbps_of(bytes: usize, mut f: impl FnMut()) -> f64 {
     let mut t: Vec<f64> = (0..11)
         .map(|_| {
             let s = Instant::now();
@@ -34,7 +36,12 @@ fn gbps(mut f: impl FnMut()) -> f64 {
         })
         .collect();
     t.sort_by(f64::total_cmp);
-    (LEN * 8) as f64 / t[5] / 1e9
+    bytes as f64 / t[5] / 1e9
+}
+
+/// `gbps_of` for one `f32` array of LEN in and one out.
+fn gbps(f: impl FnMut()) -> f64 {
+    gbps_of(LEN * 8, f)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -72,6 +79,28 @@ mod stream {
             }
             for (o, &v) in buf.0.iter_mut().zip(xc) {
                 *o = f(v);
+            }
+            stream_out(yc, &buf);
+        }
+        _mm_sfence();
+    }
+
+    /// `y = f(x, z)`, two inputs (as a backward pass reads `x` and `dy`), the
+    /// way `map` streams one.
+    ///
+    /// # Safety
+    /// As `map`; `z` as long as `x`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn map2(x: &[f32], z: &[f32], y: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+        let mut buf = Line([0.0; CHUNK]);
+        for ((xc, zc), yc) in x.chunks_exact(CHUNK).zip(z.chunks_exact(CHUNK)).zip(y.chunks_exact_mut(CHUNK)) {
+            let (xa, za) = (xc.as_ptr().cast::<u8>().wrapping_add(4096), zc.as_ptr().cast::<u8>().wrapping_add(4096));
+            for line in 0..CHUNK * 4 / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(xa.wrapping_add(line * 64).cast());
+                _mm_prefetch::<_MM_HINT_T0>(za.wrapping_add(line * 64).cast());
+            }
+            for ((o, &v), &w) in buf.0.iter_mut().zip(xc).zip(zc) {
+                *o = f(v, w);
             }
             stream_out(yc, &buf);
         }
@@ -143,7 +172,8 @@ fn main() {
         let (a32, b32) = (1.5f32, 0.25f32);
         let (m, s, b) = (0.5f64, 1.5f64, 0.25f64);
         println!("GB/s, median of 11, one thread, 128 MiB of f32 in and out");
-        println!("round  memcpy     f32     f64  staged4  pages4  reads4 writes4");
+        let z: Vec<f32> = (0..LEN).map(|i| (i % 777) as f32 * 1e-3).collect();
+        println!("round  memcpy     f32     f64  staged4  pages4  reads4 writes4  2in1out");
         for round in 1..=6 {
             let copy = gbps(|| y.copy_from_slice(&x));
             // SAFETY (all below): AVX-512F detected above; `y` starts on a
@@ -154,8 +184,9 @@ fn main() {
             let pages = gbps(|| unsafe { stream::pages4(&x, y, a32, b32, true, true) });
             let reads = gbps(|| unsafe { stream::pages4(&x, y, a32, b32, true, false) });
             let writes = gbps(|| unsafe { stream::pages4(&x, y, a32, b32, false, true) });
+            let two_in = gbps_of(LEN * 12, || unsafe { stream::map2(&x, &z, y, |v, w| v.mul_add(a32, w * b32)) });
             println!(
-                "{round:>5} {copy:>7.1} {f32_pass:>7.1} {f64_pass:>7.1} {staged:>8.1} {pages:>7.1} {reads:>7.1} {writes:>7.1}"
+                "{round:>5} {copy:>7.1} {f32_pass:>7.1} {f64_pass:>7.1} {staged:>8.1} {pages:>7.1} {reads:>7.1} {writes:>7.1} {two_in:>8.1}"
             );
         }
         return;

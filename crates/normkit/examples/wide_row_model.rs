@@ -13,6 +13,8 @@
 //! - `rows`: sweep 1 of a row, then its sweep 2;
 //! - `interleaved`: sweep 1 of the next row a chunk at a time between the
 //!   chunks of this row's sweep 2 (the kernel's order);
+//! - `interleaved_rev`: as `interleaved`, but sweep 2 walks the row's chunks
+//!   from its end, where sweep 1 left off;
 //! - `no_sums`: `rows` without the row-long sums (wrong results: the floor
 //!   of the two sweeps);
 //! - `l1_sums`: `rows` with the row-long sums replaced by an 8 KiB stand-in
@@ -24,7 +26,9 @@
 //! - `sweep1_only`: sweep 1 alone (what reading `x` and `dy` costs).
 //!
 //! and `memcpy` of 128 MiB for the machine's copy bandwidth; the bar
-//! is 0.7 of it. Rounds alternate the forms, so a busy host slows them alike.
+//! is 0.7 of it. `x`, `dy` and `dx` come from `ops::zeroed_buffer` (2 MiB
+//! pages where the OS gives them), as in `normkit bench`. Rounds alternate
+//! the forms, so a busy host slows them alike.
 //!
 //! Run: `cargo run --release -p normkit --example wide_row_model` (x86_64 with
 //! AVX-512F; elsewhere it says so and exits).
@@ -116,6 +120,21 @@ mod model {
                     }
                 }
             }
+            "interleaved_rev" => {
+                for c in (0..N).step_by(CHUNK) {
+                    sweep1(a.x.add(c), a.dy.add(c), a.w.add(c), &mut acc);
+                }
+                for r in 0..ROWS {
+                    let (x, dy, dx) = row(r);
+                    for c in (0..N).step_by(CHUNK) {
+                        let back = N - CHUNK - c;
+                        sweep2(x.add(back), dy.add(back), a.w.add(back), dx.add(back), full(back));
+                        if r + 1 < ROWS {
+                            sweep1(x.add(N + c), dy.add(N + c), a.w.add(c), &mut acc);
+                        }
+                    }
+                }
+            }
             "groups4" => {
                 for r0 in (0..ROWS).step_by(4) {
                     for r in r0..r0 + 4 {
@@ -175,15 +194,26 @@ fn main() {
     #[derive(Clone, Copy)]
     struct Line([f32; 16]);
     let lines = |len: usize, v: f32| vec![Line([v; 16]); len / 16];
-    let (x, dy, mut dx) = (lines(ROWS * N, 0.5), lines(ROWS * N, 0.25), lines(ROWS * N, 0.0));
+    // A tensor of `ROWS · N` values as the bench allocates it, from its first
+    // 64-byte boundary on.
+    let tensor = |v: f32| {
+        let mut t: Vec<f32> = normkit::ops::zeroed_buffer(ROWS * N + 16);
+        t.fill(v);
+        t
+    };
+    let aligned = |t: &[f32]| t.as_ptr().align_offset(64);
+    let (x, dy, mut dx) = (tensor(0.5), tensor(0.25), tensor(0.0));
     let (w, mut sdw, mut sdb) = (lines(N, 1.5), lines(N, 0.0), lines(N, 0.0));
     let arrays = Arrays {
-        x: x.as_ptr().cast(),
-        dy: dy.as_ptr().cast(),
+        x: x[aligned(&x)..].as_ptr(),
+        dy: dy[aligned(&dy)..].as_ptr(),
         w: w.as_ptr().cast(),
         sdw: sdw.as_mut_ptr().cast(),
         sdb: sdb.as_mut_ptr().cast(),
-        dx: dx.as_mut_ptr().cast(),
+        dx: {
+            let lead = aligned(&dx);
+            dx[lead..].as_mut_ptr()
+        },
     };
     let median = |mut f: Box<dyn FnMut() + '_>| {
         let mut t: Vec<f64> = (0..7)
@@ -197,9 +227,10 @@ fn main() {
         t[3]
     };
     let (src, mut dst) = (vec![1f32; 32 << 20], vec![0f32; 32 << 20]);
-    let forms = ["rows", "interleaved", "no_sums", "l1_sums", "sums_in_sweep1", "groups4", "sweep1_only"];
+    let forms =
+        ["rows", "interleaved", "interleaved_rev", "no_sums", "l1_sums", "sums_in_sweep1", "groups4", "sweep1_only"];
     println!("[{ROWS}, {N}] f32, one thread: ns per element, median of 7 (the bar, 0.7 of memcpy, in the last column)");
-    println!("round {}   memcpy GB/s   bar ns", forms.map(|f| format!("{f:>14}")).join(""));
+    println!("round {}   memcpy GB/s   bar ns", forms.map(|f| format!("{f:>16}")).join(""));
     for round in 1..=4 {
         let copy_gbps = (8 << 25) as f64 / median(Box::new(|| dst.copy_from_slice(&src))) / 1e9;
         let times = forms.map(|form| {
@@ -208,7 +239,7 @@ fn main() {
             let t = median(Box::new(|| {
                 std::hint::black_box(unsafe { model::backward(&arrays, form) });
             }));
-            format!("{:>14.3}", t / (ROWS * N) as f64 * 1e9)
+            format!("{:>16.3}", t / (ROWS * N) as f64 * 1e9)
         });
         let bar_ns = 12.0 / (0.7 * copy_gbps);
         println!("{round:>5} {} {copy_gbps:>13.1} {bar_ns:>8.3}", times.join(""));

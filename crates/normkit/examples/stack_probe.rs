@@ -9,7 +9,8 @@
 //!
 //! With the staging buffers unaligned, BatchNorm took 1.5x to 1.7x as long at
 //! depths 5, 6, 13, 14, 22, 23, 30 and 31 as at the others; see
-//! `simd::StagingBuffer` and the README's "Performance".
+//! `simd::StagingBuffer` and "The per-process effect" in
+//! `docs/performance-history.md`.
 //!
 //! Run: `cargo run --release -p normkit --example stack_probe`.
 

@@ -6,8 +6,9 @@
 //! for the SIMD dispatch, the thread split and the non-temporal stores.
 //!
 //! Variants, in the manner of llm.c (measured with `normkit bench --quick`,
-//! f32, `[8192, 4096]`, on the 2-core Zen 4 described in the README; fraction of
-//! the machine's copy bandwidth, one thread):
+//! f32, `[8192, 4096]`, on the 2-core Zen 4 described in
+//! `docs/performance-history.md`; fraction of the machine's copy bandwidth,
+//! one thread):
 //! 1. plain scalar code, Welford-free blocked moments then a normalizing sweep:
 //!    0.36 forward, 0.30 backward;
 //! 2. the same sweeps in 16 `f64` lanes under run-time AVX-512 dispatch, rows
@@ -49,7 +50,7 @@
 //!     20.2-20.5 ms, `[8192, 768]` 4.4 -> 3.7 ms;
 //! 13. the next row's statistics sweep interleaved chunk by chunk with this
 //!     row's normalizing sweep (`simd::SweepAhead`; unlike the attempt listed
-//!     in the README for the Zen 4, which was slower there), and the partial
+//!     in `docs/performance-history.md` for the Zen 4, which was slower there), and the partial
 //!     last line of each row prefetched before its ordinary store: 20.1 ->
 //!     17.8-18.4 ms, `[8192, 768]` 3.70 -> 3.27-3.59 ms;
 //! 14. backward: sweep 1 of the next group of rows interleaved with sweep 2

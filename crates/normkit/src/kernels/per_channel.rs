@@ -28,9 +28,9 @@
 //! Neither split looks at the thread count, so results are bitwise identical
 //! with any number of threads.
 //!
-//! Measured with `normkit bench` (f32, one thread, on the 2-core Zen 4 of the
-//! README): the previous scalar passes ran training forward at about 0.2 of
-//! copy bandwidth; see the README's table for these.
+//! Measured with `normkit bench` (f32, one thread, on the 2-core Zen 4 of
+//! `docs/performance-history.md`): the previous scalar passes ran training
+//! forward at about 0.2 of copy bandwidth; see the README's table for these.
 
 use super::batch_norm::ChannelLayout;
 use super::{normalize_run, simd, Standardize, StandardizeColumns};
@@ -181,7 +181,7 @@ fn column_blocks<A>(rows: usize, cols: usize) -> usize {
 ///   with at most [`simd::MOMENTS_BLOCK`] rows: far below what `f32` resolves.
 ///   This replaced the sweeps of the other case, whose arithmetic came after
 ///   the read from memory instead of overlapping it (from memory, one thread,
-///   `kernel_probe` with `MEM=1`: see the README's "Performance").
+///   `kernel_probe` with `MEM=1`: see `docs/performance-history.md`).
 /// - otherwise (`f64` data, whose mean is checked to a few units of its last
 ///   place): a first sweep from memory sums each column for `c_j` near its
 ///   mean ([`column_centres`]), and the deviations are summed from L2; once
@@ -369,7 +369,7 @@ fn four_rows<T>(quad: &[T], cols: usize) -> (&[T], &[T], &[T], &[T]) {
 
 /// Most bytes of `x` per channel for [`train_forward_by_channel`]: a
 /// channel's runs must stay in L2 between its statistics and its
-/// normalization (1 MiB on the Zen 4 of the README, 2 MiB on the Xeons).
+/// normalization (1 MiB on the Zen 4 and the Zen 5, 2 MiB on the Xeons).
 const CHANNEL_IN_CACHE_BYTES: usize = 512 << 10;
 
 /// Whether the training passes go channel by channel

@@ -265,7 +265,7 @@ pub(crate) fn first_value<T: Float>(row: &[T]) -> T::Acc {
 /// 512-bit add) for the block's mean as the centre, then the deviations from
 /// L1; a better centre, but the row was read from memory by the cheap sweep
 /// and the arithmetic all came after it. One sweep measured (kernel_probe, f32,
-/// one thread, 2026-12-02): see the README's "Performance".
+/// one thread, 2026-12-02): see `docs/performance-history.md`.
 #[inline(always)]
 pub(crate) fn shifted_moments<T: Float>(xs: &[T], shift: T::Acc) -> Moments<T::Acc> {
     sweep_row(xs, MomentsSweep::new(shift))
@@ -515,8 +515,8 @@ impl<T: Float> RowSweep<T> for SumSquaresSweep<T::Acc> {
 /// this fixes the common case, not the effect. Choosing the offset from the
 /// output's address was tried and not kept: in a larger aligned area, at the
 /// same page offset as here, LayerNorm was slow at every depth, so the rest of
-/// the frame matters too. It is the "per-process effect" of the README's
-/// earlier runs.
+/// the frame matters too. It is the "per-process effect" of the earlier runs
+/// in `docs/performance-history.md`.
 #[repr(C, align(4096))]
 pub(crate) struct StagingBuffer<T>([u8; STAGING_OFFSET], [T; CHUNK]);
 
@@ -632,8 +632,8 @@ pub(crate) fn line_chunks<T>(out: &[T]) -> impl Iterator<Item = std::ops::Range<
 /// line, written soon after, and so in cache too.
 ///
 /// Measured on the Xeon of 2026-12-02 (LayerNorm forward `[8192,768]`, rows
-/// 16 bytes into a line, one thread, `normkit bench --quick`): see the
-/// README's "Performance".
+/// 16 bytes into a line, one thread, `normkit bench --quick`): see
+/// `docs/performance-history.md`.
 #[inline(always)]
 fn prefetch_partial_end<T>(out: &[T]) {
     let end = out.as_ptr_range().end.cast::<u8>();

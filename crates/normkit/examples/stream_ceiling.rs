@@ -21,22 +21,15 @@
 //! Run: `cargo run --release -p normkit --example stream_ceiling` (x86_64 with
 //! AVX-512F; elsewhere it says so and exits).
 
-use std::time::Instant;
-
 const LEN: usize = 32 << 20;
 const CHUNK: usize = 256;
 
+#[path = "support/timing.rs"]
+mod timing;
+
 /// Median GB/s of 11 calls of `f`, which move `bytes` (read plus written).
-fn gbps_of(bytes: usize, mut f: impl FnMut()) -> f64 {
-    let mut t: Vec<f64> = (0..11)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    bytes as f64 / t[5] / 1e9
+fn gbps_of(bytes: usize, f: impl FnMut()) -> f64 {
+    bytes as f64 / timing::median_secs(11, f) / 1e9
 }
 
 /// `gbps_of` for one `f32` array of LEN in and one out.

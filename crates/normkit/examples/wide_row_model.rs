@@ -34,6 +34,10 @@
 //! AVX-512F; elsewhere it says so and exits).
 
 #[cfg(target_arch = "x86_64")]
+#[path = "support/timing.rs"]
+mod timing;
+
+#[cfg(target_arch = "x86_64")]
 mod model {
     use std::arch::x86_64::*;
 
@@ -106,29 +110,16 @@ mod model {
         let full = |c: usize| Some((a.sdw.add(c), a.sdb.add(c)));
         let l1 = |c: usize| Some((a.sdw.add(c % (8 * CHUNK)), a.sdb.add(c % (8 * CHUNK))));
         match form {
-            "interleaved" => {
+            "interleaved" | "interleaved_rev" => {
                 for c in (0..N).step_by(CHUNK) {
                     sweep1(a.x.add(c), a.dy.add(c), a.w.add(c), &mut acc);
                 }
                 for r in 0..ROWS {
                     let (x, dy, dx) = row(r);
                     for c in (0..N).step_by(CHUNK) {
-                        sweep2(x.add(c), dy.add(c), a.w.add(c), dx.add(c), full(c));
-                        if r + 1 < ROWS {
-                            sweep1(x.add(N + c), dy.add(N + c), a.w.add(c), &mut acc);
-                        }
-                    }
-                }
-            }
-            "interleaved_rev" => {
-                for c in (0..N).step_by(CHUNK) {
-                    sweep1(a.x.add(c), a.dy.add(c), a.w.add(c), &mut acc);
-                }
-                for r in 0..ROWS {
-                    let (x, dy, dx) = row(r);
-                    for c in (0..N).step_by(CHUNK) {
-                        let back = N - CHUNK - c;
-                        sweep2(x.add(back), dy.add(back), a.w.add(back), dx.add(back), full(back));
+                        // Sweep 2's chunk: the same as sweep 1's, or its mirror.
+                        let c2 = if form == "interleaved" { c } else { N - CHUNK - c };
+                        sweep2(x.add(c2), dy.add(c2), a.w.add(c2), dx.add(c2), full(c2));
                         if r + 1 < ROWS {
                             sweep1(x.add(N + c), dy.add(N + c), a.w.add(c), &mut acc);
                         }
@@ -184,7 +175,7 @@ mod model {
 #[cfg(target_arch = "x86_64")]
 fn main() {
     use model::{Arrays, N, ROWS};
-    use std::time::Instant;
+    use timing::median_secs;
     if !std::arch::is_x86_feature_detected!("avx512f") {
         println!("wide_row_model needs x86_64 with AVX-512F");
         return;
@@ -215,30 +206,19 @@ fn main() {
             dx[lead..].as_mut_ptr()
         },
     };
-    let median = |mut f: Box<dyn FnMut() + '_>| {
-        let mut t: Vec<f64> = (0..7)
-            .map(|_| {
-                let s = Instant::now();
-                f();
-                s.elapsed().as_secs_f64()
-            })
-            .collect();
-        t.sort_by(f64::total_cmp);
-        t[3]
-    };
     let (src, mut dst) = (vec![1f32; 32 << 20], vec![0f32; 32 << 20]);
     let forms =
         ["rows", "interleaved", "interleaved_rev", "no_sums", "l1_sums", "sums_in_sweep1", "groups4", "sweep1_only"];
     println!("[{ROWS}, {N}] f32, one thread: ns per element, median of 7 (the bar, 0.7 of memcpy, in the last column)");
     println!("round {}   memcpy GB/s   bar ns", forms.map(|f| format!("{f:>16}")).join(""));
     for round in 1..=4 {
-        let copy_gbps = (8 << 25) as f64 / median(Box::new(|| dst.copy_from_slice(&src))) / 1e9;
+        let copy_gbps = (8 << 25) as f64 / median_secs(7, || dst.copy_from_slice(&src)) / 1e9;
         let times = forms.map(|form| {
             // SAFETY: AVX-512F detected above; the arrays are 64-byte
             // aligned (`Line`) and of the sizes `backward` needs.
-            let t = median(Box::new(|| {
+            let t = median_secs(7, || {
                 std::hint::black_box(unsafe { model::backward(&arrays, form) });
-            }));
+            });
             format!("{:>16.3}", t / (ROWS * N) as f64 * 1e9)
         });
         let bar_ns = 12.0 / (0.7 * copy_gbps);

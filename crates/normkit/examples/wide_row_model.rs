@@ -206,16 +206,21 @@ fn main() {
             dx[lead..].as_mut_ptr()
         },
     };
-    let (src, mut dst) = (vec![1f32; 32 << 20], vec![0f32; 32 << 20]);
+    // memcpy's buffers on 2 MiB pages too, as `normkit bench` measures it.
+    const COPY_LEN: usize = 32 << 20;
+    let (mut src, mut dst) = (normkit::ops::zeroed_buffer::<f32>(COPY_LEN), normkit::ops::zeroed_buffer(COPY_LEN));
+    src.fill(1.0);
     let forms =
         ["rows", "interleaved", "interleaved_rev", "no_sums", "l1_sums", "sums_in_sweep1", "groups4", "sweep1_only"];
     println!("[{ROWS}, {N}] f32, one thread: ns per element, median of 7 (the bar, 0.7 of memcpy, in the last column)");
     println!("round {}   memcpy GB/s   bar ns", forms.map(|f| format!("{f:>16}")).join(""));
     for round in 1..=4 {
-        let copy_gbps = (8 << 25) as f64 / median_secs(7, || dst.copy_from_slice(&src)) / 1e9;
+        let copy_bytes = 2 * COPY_LEN * std::mem::size_of::<f32>(); // read plus written
+        let copy_gbps = copy_bytes as f64 / median_secs(7, || dst.copy_from_slice(&src)) / 1e9;
         let times = forms.map(|form| {
-            // SAFETY: AVX-512F detected above; the arrays are 64-byte
-            // aligned (`Line`) and of the sizes `backward` needs.
+            // SAFETY: AVX-512F detected above; the arrays start on 64-byte
+            // boundaries (`Line`, or `aligned` into a tensor 16 values
+            // longer than it needs) and hold the sizes `backward` needs.
             let t = median_secs(7, || {
                 std::hint::black_box(unsafe { model::backward(&arrays, form) });
             });

@@ -143,6 +143,7 @@ def report(runs):
         head += f" {impl} ms alloc / into | ours x faster alloc / into |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
+    needs = []
     for op, pas, dtype, shape, threads in lines:
         def ours(variant, field):
             return [run[0].get((op, pas, variant, dtype, shape, threads), {}).get(field) for run in runs]
@@ -170,7 +171,30 @@ def report(runs):
                 met = "met" if ratio[0] >= ob else "missed"
                 text += f" (bar {ob}x on alloc: {met if n == 1 else per_run_text(met, per_run)})"
             row += f" {fmt(median(pa))} / {fmt(median(pi))} | {text} |"
+            if ob is not None and ratio[0] is not None and ratio[0] < ob:
+                needs.append(needed_fraction(op, pas, shape, threads, impl, ob, median(pa), alloc_ms, alloc_fr))
         print(row)
+    if needs:
+        print()
+        print("Rows below a peer's bar, and the fraction of copy bandwidth ours would need on the")
+        print("allocating call to meet it (the bar times the peer's own fraction), highest first:")
+        print()
+        for need, text in sorted(needs, reverse=True):
+            print(f"- {text}: needs {need:.2f}")
+
+
+def needed_fraction(op, pas, shape, threads, impl, bar, peer_ms, ours_ms, ours_fraction):
+    """`(need, text)` for a row below a peer's bar: the peer's fraction of copy
+    bandwidth is ours scaled by our time over theirs (the same bytes), and
+    meeting the bar would take `bar` times that. Above about 1, meeting it
+    means moving the bytes faster than the machine's copy does."""
+    peer_fraction = median(ours_fraction) * ours_ms / peer_ms
+    dims = ",".join(str(d) for d in shape)
+    text = (
+        f"{op} {pas} [{dims}] {threads} thread(s): {impl} {bar}x bar, now {peer_ms / ours_ms:.2f}x; "
+        f"{impl} at {peer_fraction:.2f} of copy bandwidth, ours {median(ours_fraction):.2f}"
+    )
+    return bar * peer_fraction, text
 
 
 def verdict(bar, met):
